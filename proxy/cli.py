@@ -1,0 +1,93 @@
+"""``wiregate`` command line: serve, check-config, passwd, demo."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from protocols.postgres.scram import make_verifier
+from proxy.config import ConfigError, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"wiregate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from proxy.server import serve
+
+    return serve(cfg)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: error: {exc}", file=sys.stderr)
+        return 1
+    lst = cfg.postgres
+    assert lst is not None
+    print(f"{args.config}: ok")
+    print(f"  postgres listener {lst.host}:{lst.port} tls={'on' if lst.tls_enabled else 'off'}"
+          f" require_tls={lst.require_tls} workers={cfg.server.workers}")
+    for name, up in lst.databases.items():
+        where = up.unix_path if up.is_unix else f"{up.host}:{up.port}"
+        print(f"  database {name} -> {where}/{up.dbname} as {up.user} (tls={up.tls})")
+    print(f"  users: {', '.join(sorted(cfg.users)) or '(none: no client can log in)'}")
+    return 0
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("wiregate: passwords do not match", file=sys.stderr)
+            return 1
+    if not password:
+        print("wiregate: empty password refused", file=sys.stderr)
+        return 1
+    verifier = make_verifier(password, iterations=args.iterations)
+    if args.user:
+        print(f"[users.{args.user}]\nscram_sha_256 = \"{verifier}\"")
+    else:
+        print(verifier)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from proxy.demo import run_demo
+
+    return run_demo(listen=args.listen, workdir=Path(args.workdir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="wiregate", description=(
+        "Enforcing wire-protocol gateway between agents, people and databases."))
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the proxy")
+    s.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    s.set_defaults(func=_serve)
+    c = sub.add_parser("check-config", help="validate a configuration file")
+    c.add_argument("config")
+    c.set_defaults(func=_check)
+    pw = sub.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for a client login")
+    pw.add_argument("--user", help="print a ready [users.NAME] table")
+    pw.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    pw.add_argument("--iterations", type=int, default=4096)
+    pw.set_defaults(func=_passwd)
+    d = sub.add_parser("demo", help="embedded PostgreSQL with sample PII behind Wiregate")
+    d.add_argument("--listen", default="127.0.0.1:6432")
+    d.add_argument("--workdir", default=".wiregate-demo")
+    d.set_defaults(func=_demo)
+    args = p.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

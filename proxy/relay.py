@@ -1,0 +1,426 @@
+"""The relay: a logged-in session's two sockets, and the hot path between them.
+
+Client bytes are framed; every Query, Parse and FunctionCall goes through the policy's single
+``decide`` call; everything else is forwarded as the client's own bytes. Server bytes are framed
+with only the messages that steer the session watched; DataRows are looked at only while the
+current result has a rewrite, otherwise whole buffers are forwarded untouched.
+
+A denied statement is answered with exact PostgreSQL behaviour by letting the server produce
+the failure: the statement is replaced by one that fails to parse under the same name, the
+server's error is swapped for Wiregate's, and the server's own ReadyForQuery follows. The
+transaction status, the rollback of an implicit transaction and the skip-until-Sync of the
+extended protocol are therefore the server's, not an imitation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from policies.decision import Allow, CellRewrite, Column, Decision, Deny, Hold, Statement
+from protocols.postgres import messages as m
+from protocols.postgres.framing import VALID_BACKEND, VALID_FRONTEND, Frame, Framer
+
+if TYPE_CHECKING:
+    from proxy.session import Session
+
+log = logging.getLogger("wiregate.relay")
+
+DENIED_SQL = "wiregate_denied_statement"  # fails to parse upstream, on purpose
+HIGH_WATER = 512 * 1024
+_H = struct.Struct("!h")
+_I = struct.Struct("!i")
+
+# Response units the server owes for what was forwarded, in order.
+PARSE, BIND, DESCRIBE_S, DESCRIBE_P, EXECUTE, CLOSE, SYNC, QUERY, FUNCTION = range(9)
+_ENDS_BATCH = (SYNC, QUERY, FUNCTION)
+
+
+@dataclass
+class PreparedInfo:
+    transform: object | None = None
+    fields: list[Column] | None = None
+
+
+@dataclass
+class PortalInfo:
+    statement: PreparedInfo
+    result_formats: tuple[int, ...] = ()
+    fields: list[Column] | None = None
+
+
+@dataclass
+class Pending:
+    kind: int
+    deny: bytes | None = None          # the client-facing error replacing the server's
+    transform: object | None = None    # QUERY: the statement's result transform
+    prepared: PreparedInfo | None = None
+    portal: PortalInfo | None = None
+    swallow: bool = False              # injected Describe: response is Wiregate's only
+
+
+@dataclass
+class _HeldWork:
+    frames: Iterator[memoryview | Frame]
+    frame: Frame
+    statement: Statement
+    out: list[bytes | memoryview] = field(default_factory=list)
+
+
+def _columns(body: bytes) -> list[Column]:
+    rd = m.decode_backend(b"T", body)
+    assert isinstance(rd, m.RowDescription)
+    return [Column(i, f.name, f.table_oid, f.column, f.type_oid, f.type_size, f.type_modifier,
+                   f.format) for i, f in enumerate(rd.fields)]
+
+
+def _with_formats(cols: list[Column], formats: tuple[int, ...]) -> list[Column]:
+    if not formats:
+        fmts = [0] * len(cols)
+    elif len(formats) == 1:
+        fmts = [formats[0]] * len(cols)
+    else:
+        fmts = list(formats) + [0] * (len(cols) - len(formats))
+    return [Column(c.index, c.name, c.table_oid, c.column_number, c.type_oid, c.type_size,
+                   c.type_modifier, fmts[c.index]) for c in cols]
+
+
+def _bind_info(body: bytes) -> tuple[str, str, tuple[int, ...]]:
+    """Portal name, statement name and result formats of a Bind, skipping the parameters."""
+    r = m.Reader(body, "Bind")
+    portal, stmt = r.cstring(), r.cstring()
+    r.raw(2 * r.count("format"))
+    for _ in range(r.count("parameter")):
+        n = r.int32()
+        if n > 0:
+            r.raw(n)
+        elif n < -1:
+            raise m.ProtocolViolation("Bind: invalid parameter length")
+    fmts = tuple(r.int16() for _ in range(r.count("result format")))
+    r.end()
+    return portal, stmt, fmts
+
+
+def rewrite_row(raw: bytes | memoryview, plan: dict[int, CellRewrite]) -> bytes:
+    values = list(m.decode_data_row(raw[5:]))
+    for i, fn in plan.items():
+        if i < len(values):
+            values[i] = fn(values[i])
+    return m.DataRow(tuple(values)).encode()
+
+
+class Relay:
+    """Both directions of one session after login."""
+
+    def __init__(self, session: Session, client: asyncio.Transport,
+                 server: asyncio.Transport) -> None:
+        self.session = session
+        self.client = client
+        self.server = server
+        limit = session.listener.max_message_size
+        self.fe = Framer(VALID_FRONTEND, limit, "frontend")
+        self.fe.set_watch(b"QPBDECSHXF")
+        self.be = Framer(VALID_BACKEND, limit, "backend")
+        self.be.set_watch(b"ZEST12n3tCIs")
+        self.pending: deque[Pending] = deque()
+        self.statements: dict[str, PreparedInfo] = {}
+        self.portals: dict[str, PortalInfo] = {}
+        self.discarding = False     # a Parse was denied: drop client messages until Sync
+        self.held: _HeldWork | None = None
+        self.backlog: deque[bytes] = deque()
+        self.plan: dict[int, CellRewrite] | None = None   # rewrite of the current rows
+        self.query_columns: list[Column] | None = None
+        self.closed = False
+        self.terminating = False
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.on_idle: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ client → server
+
+    def client_data(self, data: bytes) -> None:
+        self.session.touch()
+        self.bytes_up += len(data)
+        if self.held is not None or self.backlog:
+            self.backlog.append(data)
+            return
+        self._pump(data, self.fe.feed(data), [])
+
+    def _pump(self, data: bytes | None, frames: Iterator[memoryview | Frame],
+              out: list[bytes | memoryview]) -> None:
+        changed = data is None
+        try:
+            for item in frames:
+                if type(item) is memoryview:
+                    if not self.discarding:
+                        out.append(item)
+                    else:
+                        changed = True
+                    continue
+                assert isinstance(item, Frame)
+                code = item.code
+                if self.discarding and code not in (0x53, 0x48):  # S, H
+                    changed = True
+                    continue
+                if code == 0x51 or code == 0x50 or code == 0x46:  # Q, P, F
+                    stmt = self._statement(item)
+                    decision = self.session.decide(stmt)
+                    if isinstance(decision, Hold):
+                        self._hold(frames, item, stmt, decision, out)
+                        return
+                    replaced = self._apply(item, stmt, decision, out)
+                    changed = changed or replaced
+                else:
+                    self._track_client(item)
+                    out.append(item.raw)
+        except m.ProtocolViolation as exc:
+            self._write_server(out, data if not changed else None)
+            self.session.protocol_error(str(exc))
+            return
+        self._write_server(out, data if not changed else None)
+
+    def _write_server(self, out: list[bytes | memoryview], whole: bytes | None) -> None:
+        if self.closed:
+            return
+        if whole is not None and len(out) == 1 and len(out[0]) == len(whole):
+            self.server.write(whole)
+        elif out:
+            self.server.write(b"".join(out))
+        out.clear()
+
+    def _statement(self, f: Frame) -> Statement:
+        msg = m.decode_frontend(bytes([f.code]), f.body)
+        if isinstance(msg, m.Query):
+            return Statement(msg.sql, "query")
+        if isinstance(msg, m.Parse):
+            return Statement(msg.sql, "parse", name=msg.name, param_types=msg.param_types)
+        assert isinstance(msg, m.FunctionCall)
+        return Statement("", "function_call", function_oid=msg.function_oid)
+
+    def _apply(self, f: Frame, stmt: Statement, decision: Decision,
+               out: list[bytes | memoryview]) -> bool:
+        """Forward an allowed statement or its failing stand-in; True when bytes changed."""
+        if isinstance(decision, Deny):
+            err = m.error(decision.sqlstate, decision.message, hint=decision.hint,
+                          detail=decision.detail)
+            self.session.denied(stmt, decision)
+            if stmt.source == "parse":
+                self.statements.pop(stmt.name, None)
+                out.append(m.Parse(stmt.name, DENIED_SQL).encode())
+                self.pending.append(Pending(PARSE, deny=err))
+                self.discarding = True
+            else:
+                out.append(m.Query(DENIED_SQL).encode())
+                self.pending.append(Pending(QUERY if stmt.source == "query" else FUNCTION,
+                                            deny=err))
+            return True
+        assert isinstance(decision, Allow)
+        out.append(f.raw)
+        if stmt.source == "query":
+            self.pending.append(Pending(QUERY, transform=decision.transform))
+        elif stmt.source == "function_call":
+            self.pending.append(Pending(FUNCTION))
+        else:
+            info = PreparedInfo(decision.transform)
+            self.statements[stmt.name] = info
+            self.pending.append(Pending(PARSE))
+            if decision.transform is not None:
+                # Learn the statement's columns even if the client never asks.
+                out.append(m.Describe("S", stmt.name).encode())
+                self.pending.append(Pending(DESCRIBE_S, prepared=info, swallow=True))
+                return True
+        return False
+
+    def _track_client(self, f: Frame) -> None:
+        code = f.code
+        if code == 0x42:  # Bind
+            portal, stmt, fmts = _bind_info(f.body)
+            prepared = self.statements.get(stmt) or PreparedInfo()
+            info = PortalInfo(prepared, fmts)
+            self.portals[portal] = info
+            self.pending.append(Pending(BIND))
+        elif code == 0x45:  # Execute
+            name = m.Reader(f.body, "Execute").cstring()
+            self.pending.append(Pending(EXECUTE, portal=self.portals.get(name)))
+            if len(self.pending) == 1:
+                self._start_execute()
+        elif code == 0x44:  # Describe
+            d = m.decode_frontend(b"D", f.body)
+            assert isinstance(d, m.Describe)
+            if d.kind == "S":
+                self.pending.append(Pending(DESCRIBE_S, prepared=self.statements.get(d.name)))
+            else:
+                self.pending.append(Pending(DESCRIBE_P, portal=self.portals.get(d.name)))
+        elif code == 0x43:  # Close
+            c = m.decode_frontend(b"C", f.body)
+            assert isinstance(c, m.Close)
+            (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
+            self.pending.append(Pending(CLOSE))
+        elif code == 0x53:  # Sync
+            self.discarding = False
+            self.pending.append(Pending(SYNC))
+        elif code == 0x58:  # Terminate
+            self.terminating = True
+
+    # -------------------------------------------------------------------------- hold
+
+    def _hold(self, frames: Iterator[memoryview | Frame], f: Frame, stmt: Statement,
+              decision: Hold, out: list[bytes | memoryview]) -> None:
+        self._write_server(out, None)
+        self.held = _HeldWork(frames, f, stmt)
+        self.client.pause_reading()
+        self.session.hold(stmt, decision, self._resume)
+
+    def _resume(self, decision: Decision) -> None:
+        work = self.held
+        if work is None or self.closed:
+            return
+        self.held = None
+        if isinstance(decision, Hold):
+            decision = Deny("42501", "wiregate: approval did not resolve the hold")
+        out: list[bytes | memoryview] = []
+        # Bytes of the held chunk already sent stay sent; re-feed copies of the rest.
+        self._apply(work.frame, work.statement, decision, out)
+        self._pump(None, work.frames, out)
+        while self.held is None and self.backlog and not self.closed:
+            data = self.backlog.popleft()
+            self._pump(data, self.fe.feed(data), [])
+        if self.held is None and not self.closed:
+            self.client.resume_reading()
+
+    # ------------------------------------------------------------------ server → client
+
+    def server_data(self, data: bytes) -> None:
+        self.bytes_down += len(data)
+        out: list[bytes | memoryview] = []
+        changed = False
+        try:
+            for item in self.be.feed(data):
+                if type(item) is memoryview:
+                    out.append(item)
+                    continue
+                assert isinstance(item, Frame)
+                replacement = self._track_server(item)
+                if replacement is None:
+                    out.append(item.raw)
+                else:
+                    changed = True
+                    if replacement:
+                        out.append(replacement)
+        except m.ProtocolViolation as exc:
+            self._write_client(out, None)
+            self.session.upstream_protocol_error(str(exc))
+            return
+        self._write_client(out, None if changed else data)
+        if self.on_idle is not None and self.idle:
+            self.on_idle()
+
+    def _write_client(self, out: list[bytes | memoryview], whole: bytes | None) -> None:
+        if self.closed:
+            return
+        if whole is not None and len(out) == 1 and len(out[0]) == len(whole):
+            self.client.write(whole)
+        elif out:
+            self.client.write(b"".join(out))
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and self.held is None and self.be.idle and self.fe.idle
+
+    def _pop_until_sync(self) -> None:
+        while self.pending and self.pending[0].kind not in _ENDS_BATCH:
+            self.pending.popleft()
+
+    def _set_plan(self, plan: dict[int, CellRewrite] | None) -> None:
+        self.plan = plan or None
+        self.be.watch[0x44] = 1 if self.plan else 0
+
+    def _start_execute(self) -> None:
+        """When an Execute becomes the head, switch row rewriting on for its portal."""
+        head = self.pending[0] if self.pending else None
+        if head is None or head.kind != EXECUTE or head.portal is None:
+            self._set_plan(None)
+            return
+        portal = head.portal
+        transform = portal.statement.transform
+        if transform is None:
+            self._set_plan(None)
+            return
+        cols = portal.fields
+        if cols is None and portal.statement.fields is not None:
+            cols = _with_formats(portal.statement.fields, portal.result_formats)
+        if cols is None:
+            self._set_plan(None)
+            return
+        self._set_plan(transform.plan(cols))  # type: ignore[attr-defined]
+
+    def _pop(self) -> None:
+        self.pending.popleft()
+        self._start_execute()
+
+    def _track_server(self, f: Frame) -> bytes | None:
+        """Steer by one backend message; return replacement bytes (b"" drops it) or None."""
+        code = f.code
+        head = self.pending[0] if self.pending else None
+        if code == 0x44:  # DataRow under a rewrite plan
+            assert self.plan is not None
+            return rewrite_row(f.raw, self.plan)
+        if code == 0x5A:  # ReadyForQuery
+            self.session.transaction_status = chr(f.raw[5])
+            while self.pending:
+                kind = self.pending.popleft().kind
+                if kind in _ENDS_BATCH:
+                    break
+            self._set_plan(None)
+            self.query_columns = None
+            self._start_execute()
+            return None
+        if code == 0x53:  # ParameterStatus
+            ps = m.decode_backend(b"S", f.body)
+            assert isinstance(ps, m.ParameterStatus)
+            self.session.parameters[ps.name] = ps.value
+            return None
+        if head is None:
+            return None
+        kind = head.kind
+        if code == 0x45:  # ErrorResponse
+            if kind not in (QUERY, FUNCTION):
+                self._pop_until_sync()
+            self._set_plan(None)
+            return head.deny
+        if code == 0x31 and kind == PARSE:
+            self._pop()
+        elif code == 0x32 and kind == BIND:
+            self._pop()
+        elif code == 0x33 and kind == CLOSE:
+            self._pop()
+        elif code == 0x74 and kind == DESCRIBE_S:  # ParameterDescription
+            return b"" if head.swallow else None
+        elif code == 0x54:  # RowDescription
+            if kind == DESCRIBE_S:
+                if head.prepared is not None:
+                    head.prepared.fields = _columns(f.body)
+                swallow = head.swallow
+                self._pop()
+                return b"" if swallow else None
+            if kind == DESCRIBE_P:
+                if head.portal is not None:
+                    head.portal.fields = _columns(f.body)
+                self._pop()
+            elif kind == QUERY and head.transform is not None:
+                self._set_plan(head.transform.plan(_columns(f.body)))  # type: ignore[attr-defined]
+        elif code == 0x6E and kind in (DESCRIBE_S, DESCRIBE_P):  # NoData
+            swallow = head.swallow
+            self._pop()
+            return b"" if swallow else None
+        elif code in (0x43, 0x49, 0x73):  # CommandComplete, EmptyQuery, PortalSuspended
+            if kind == EXECUTE:
+                self._pop()
+            elif kind == QUERY:
+                self._set_plan(None)
+        return None

@@ -1,0 +1,342 @@
+"""Listeners, worker processes, cancel routing and graceful shutdown.
+
+``workers = N`` forks N processes that each bind the listen address with ``SO_REUSEPORT``, so
+the kernel spreads connections across cores. A client's cancel key encodes the worker that owns
+the session (top 8 bits of the process id); a CancelRequest landing on another worker is handed
+to the owner over a Unix datagram socket, so psql's Ctrl-C works whichever process accepts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from policies.decision import AllowAll, Policy
+from proxy import logs
+from proxy.config import Config, PostgresListener
+from proxy.session import Approver, NoApprover, Session
+from proxy.upstream import send_cancel
+
+log = logging.getLogger("wiregate.server")
+_CANCEL = struct.Struct("!II")
+
+
+def server_tls_context(listener: PostgresListener) -> ssl.SSLContext | None:
+    if not listener.tls_enabled:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert listener.tls_cert_file and listener.tls_key_file
+    ctx.load_cert_chain(listener.tls_cert_file, listener.tls_key_file)
+    return ctx
+
+
+def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(info[4])
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    """One event loop serving a listener: sessions, cancel keys, shutdown."""
+
+    def __init__(self, config: Config, index: int = 0, rundir: str | None = None,
+                 policy: Policy | None = None, approver: Approver | None = None) -> None:
+        assert config.postgres is not None
+        self.config = config
+        self.listener = config.postgres
+        self.index = index
+        self.rundir = rundir
+        self.users = config.users
+        self.policy: Policy = policy or AllowAll()
+        self.approver: Approver = approver or NoApprover()
+        self.server_tls = server_tls_context(self.listener)
+        self.sessions: dict[int, Session] = {}
+        self.all_sessions: set[Session] = set()
+        self._next_pid = 1
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._cancel_sock: socket.socket | None = None
+        self.shutting_down = False
+        self.denied_total = 0
+        self.stopped = asyncio.Event()
+
+    # -- bookkeeping used by sessions ------------------------------------------------------
+
+    def register(self, session: Session) -> tuple[int, int]:
+        while True:
+            pid = (self.index << 24) | (self._next_pid & 0xFFFFFF)
+            self._next_pid = (self._next_pid % 0xFFFFFF) + 1
+            if pid not in self.sessions and pid != 0:
+                break
+        self.sessions[pid] = session
+        return pid, session.new_secret()
+
+    def unregister(self, session: Session) -> None:
+        if session.key is not None:
+            self.sessions.pop(session.key[0], None)
+        self.all_sessions.discard(session)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def metrics_denied(self) -> None:
+        self.denied_total += 1
+
+    async def cancel(self, pid: int, secret: int) -> None:
+        owner = pid >> 24
+        if owner != self.index:
+            self._forward_cancel(owner, pid, secret)
+            return
+        session = self.sessions.get(pid)
+        if session is None or session.key is None or not hmac.compare_digest(
+                _CANCEL.pack(*session.key), _CANCEL.pack(pid, secret)):
+            log.info("cancel request for unknown key ignored")
+            return
+        up = session.up
+        assert up is not None and session.upstream is not None
+        log.info("cancel request", extra={"session": session.id})
+        try:
+            await send_cancel(session.upstream, up.process_id, up.secret_key, up.tls)
+        except Exception as exc:  # the client gets no answer to a cancel either way
+            log.warning("cancel forwarding failed", extra={"error": str(exc)})
+
+    def _cancel_path(self, index: int) -> str | None:
+        return os.path.join(self.rundir, f"cancel-{index}.sock") if self.rundir else None
+
+    def _forward_cancel(self, owner: int, pid: int, secret: int) -> None:
+        path = self._cancel_path(owner)
+        if path is None:
+            return
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX,
+                                                         socket.SOCK_DGRAM) as s:
+            s.sendto(_CANCEL.pack(pid, secret), path)
+
+    def _on_cancel_datagram(self) -> None:
+        assert self._cancel_sock is not None
+        try:
+            data = self._cancel_sock.recv(64)
+        except BlockingIOError:
+            return
+        if len(data) == _CANCEL.size:
+            pid, secret = _CANCEL.unpack(data)
+            if pid >> 24 == self.index:
+                self.spawn(self.cancel(pid, secret))
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = Session(self, self.listener, self.policy, self.approver, reader, writer)
+        self.all_sessions.add(session)
+        try:
+            await session.run()
+        except Exception:
+            log.exception("session failed", extra={"session": session.id})
+            session.close()
+        finally:
+            if session.relay is None:
+                self.unregister(session)
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        lst = self.listener
+        if sock is None:
+            sock = listen_socket(lst.host, lst.port, reuse_port=self.rundir is not None)
+        self._server = await asyncio.start_server(self._handle, sock=sock, limit=1 << 20)
+        path = self._cancel_path(self.index)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            cs = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            cs.bind(path)
+            cs.setblocking(False)
+            self._cancel_sock = cs
+            asyncio.get_running_loop().add_reader(cs.fileno(), self._on_cancel_datagram)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting; let sessions finish their transaction, up to ``grace`` seconds."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        log.info("shutting down", extra={"worker": self.index, "sessions": len(self.sessions),
+                                         "grace_s": grace})
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.all_sessions):
+            session.begin_shutdown()
+        deadline = time.monotonic() + grace
+        while self.all_sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.all_sessions):
+            from protocols.postgres.messages import error
+
+            session.close(error("57P01", "terminating connection due to administrator command",
+                                severity="FATAL"))
+        await asyncio.sleep(0)
+        if self._cancel_sock is not None:
+            asyncio.get_running_loop().remove_reader(self._cancel_sock.fileno())
+            self._cancel_sock.close()
+        self.stopped.set()
+
+
+def _install_loop(use_uvloop: bool) -> None:
+    if use_uvloop:
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+
+
+async def _worker_main(config: Config, index: int, rundir: str | None) -> None:
+    worker = Worker(config, index, rundir)
+    await worker.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(
+            sig, lambda: loop.create_task(worker.shutdown(config.server.shutdown_grace)))
+    lst = worker.listener
+    log.info("listening", extra={"worker": index, "address": f"{lst.host}:{lst.port}",
+                                 "tls": lst.tls_enabled, "pid": os.getpid()})
+    await worker.stopped.wait()
+
+
+def _run_worker(config: Config, index: int, rundir: str | None) -> None:
+    _install_loop(config.server.use_uvloop)
+    asyncio.run(_worker_main(config, index, rundir))
+
+
+def serve(config: Config) -> int:
+    """Run the proxy until SIGTERM/SIGINT; returns the process exit code."""
+    logs.setup(config.server.log_format, config.server.log_level)
+    assert config.postgres is not None
+    lst = config.postgres
+    try:  # fail early and clearly when the address is taken
+        listen_socket(lst.host, lst.port, reuse_port=False).close()
+    except OSError as exc:
+        log.error("cannot listen", extra={"address": f"{lst.host}:{lst.port}",
+                                          "error": exc.strerror})
+        return 1
+    n = config.server.workers
+    if n == 1:
+        _run_worker(config, 0, None)
+        return 0
+    rundir = tempfile.mkdtemp(prefix="wiregate-")
+    children: dict[int, int] = {}
+    stopping = False
+
+    def start_child(i: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _run_worker(config, i, rundir)
+            except BaseException:
+                log.exception("worker crashed", extra={"worker": i})
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = i
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for i in range(n):
+        start_child(i)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        i = children.pop(pid, -1)
+        if not stopping and i >= 0:
+            log.error("worker exited; restarting", extra={"worker": i, "status": status})
+            time.sleep(0.5)
+            start_child(i)
+    with contextlib.suppress(OSError):
+        for f in os.listdir(rundir):
+            os.unlink(os.path.join(rundir, f))
+        os.rmdir(rundir)
+    return 0
+
+
+class ThreadedProxy:
+    """A worker on its own thread and loop: lets tests inject policies and approvers."""
+
+    def __init__(self, config: Config, policy: Policy | None = None,
+                 approver: Approver | None = None) -> None:
+        self.config = config
+        self.policy = policy
+        self.approver = approver
+        self.loop = asyncio.new_event_loop()
+        self.worker: Worker | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.worker = Worker(self.config, 0, None, self.policy, self.approver)
+            assert self.config.postgres is not None
+            lst = self.config.postgres
+            await self.worker.start(listen_socket(lst.host, lst.port, reuse_port=False))
+            self._ready.set()
+            await self.worker.stopped.wait()
+
+        self.loop.run_until_complete(main())
+
+    def start(self) -> ThreadedProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("proxy did not start")
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.worker is not None
+        return self.worker.port
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self.worker is not None and self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.worker.shutdown(grace), self.loop)
+            self._thread.join(grace + 5)

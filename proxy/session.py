@@ -1,0 +1,437 @@
+"""One client session: startup, TLS, client login, upstream login, then the relay.
+
+The startup phase runs as a coroutine over asyncio streams (it is short and sequential); once
+both sides are logged in, the transports are handed to ``Relay`` protocols so the hot path runs
+in plain callbacks with no coroutine or stream-buffer overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import ssl
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+from policies.decision import Decision, Deny, Hold, Policy, SessionInfo, Statement
+from protocols.postgres import messages as m
+from protocols.postgres.scram import MECHANISM, ScramError, ScramServer, parse_verifier
+from proxy.config import ClientUser, PostgresListener, Upstream
+from proxy.relay import HIGH_WATER, Relay
+from proxy.upstream import UpstreamConnection, UpstreamError, connect, set_keepalive
+
+if TYPE_CHECKING:
+    from proxy.server import Worker
+
+log = logging.getLogger("wiregate.session")
+_HDR = struct.Struct("!ci")
+MAX_AUTH_MESSAGE = 10000
+_session_ids = itertools.count(1)
+
+
+class Approver(Protocol):
+    def request(self, statement: Statement, session: SessionInfo,
+                hold: Hold) -> Awaitable[Decision]: ...
+
+
+class NoApprover:
+    """Without an approval channel a held statement cannot run: refuse it and say why."""
+
+    async def request(self, statement: Statement, session: SessionInfo,
+                      hold: Hold) -> Decision:
+        rule = f" (rule {hold.rule})" if hold.rule else ""
+        return Deny("42501", f"wiregate: statement requires approval{rule}: {hold.reason}",
+                    hint="No approver is configured for this listener.", rule=hold.rule)
+
+
+class StartupFailed(Exception):
+    def __init__(self, sqlstate: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.hint = hint
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> bytes:
+    hdr = await reader.readexactly(4)
+    length = struct.unpack("!i", hdr)[0]
+    if length < 8 or length > m.MAX_STARTUP_PACKET:
+        raise m.ProtocolViolation(f"invalid length of startup packet: {length}")
+    return hdr + await reader.readexactly(length - 4)
+
+
+async def _read_typed(reader: asyncio.StreamReader, expect: bytes) -> bytes:
+    hdr = await reader.readexactly(5)
+    code, length = _HDR.unpack(hdr)
+    if code != expect:
+        raise m.ProtocolViolation(f"expected message {expect!r} during authentication, "
+                                  f"got {code!r}")
+    if length < 4 or length - 4 > MAX_AUTH_MESSAGE:
+        raise m.ProtocolViolation(f"invalid message length {length} during authentication")
+    return await reader.readexactly(length - 4)
+
+
+class Session:
+    """State shared by the startup coroutine and the relay for one client."""
+
+    def __init__(self, worker: Worker, listener: PostgresListener, policy: Policy,
+                 approver: Approver, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.policy = policy
+        self.approver = approver
+        self.reader = reader
+        self.writer = writer
+        self.id = f"{worker.index}-{next(_session_ids)}"
+        peer = writer.get_extra_info("peername")
+        self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
+        self.info = SessionInfo(self.id, "", "", "", client_addr=self.client_addr)
+        self.tls = False
+        self.upstream: Upstream | None = None
+        self.up: UpstreamConnection | None = None
+        self.relay: Relay | None = None
+        self.key: tuple[int, int] | None = None
+        self.last_activity = time.monotonic()
+        self.started = time.monotonic()
+        self.closing = False
+        self.denials = 0
+        self._idle_handle: asyncio.TimerHandle | None = None
+
+    # -- facts the relay updates ---------------------------------------------------------
+
+    @property
+    def transaction_status(self) -> str:
+        return self.info.transaction_status
+
+    @transaction_status.setter
+    def transaction_status(self, value: str) -> None:
+        self.info.transaction_status = value
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return self.info.parameters
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    # -- the decision point ----------------------------------------------------------------
+
+    def decide(self, statement: Statement) -> Decision:
+        try:
+            return self.policy.decide(statement, self.info)
+        except Exception:
+            log.exception("policy failed; statement refused", extra={"session": self.id})
+            return Deny("XX000", "wiregate: policy evaluation failed; statement refused",
+                        hint="Wiregate fails closed when a policy cannot decide.")
+
+    def denied(self, statement: Statement, decision: Deny) -> None:
+        self.denials += 1
+        self.worker.metrics_denied()
+        log.info("statement denied", extra={
+            "session": self.id, "user": self.info.user, "source": statement.source,
+            "sqlstate": decision.sqlstate, "rule": decision.rule})
+
+    def hold(self, statement: Statement, decision: Hold,
+             resume: Callable[[Decision], None]) -> None:
+        log.info("statement held for approval", extra={
+            "session": self.id, "user": self.info.user, "rule": decision.rule})
+
+        async def wait() -> None:
+            try:
+                result = await self.approver.request(statement, self.info, decision)
+            except Exception:
+                log.exception("approver failed", extra={"session": self.id})
+                result = Deny("42501", "wiregate: approval failed; statement refused")
+            resume(result)
+
+        self.worker.spawn(wait())
+
+    # -- errors on the wire ----------------------------------------------------------------
+
+    def protocol_error(self, message: str) -> None:
+        log.warning("client protocol violation", extra={"session": self.id, "error": message})
+        self.close(m.error("08P01", f"wiregate: invalid frontend message: {message}",
+                           severity="FATAL"))
+
+    def upstream_protocol_error(self, message: str) -> None:
+        log.warning("upstream protocol violation", extra={"session": self.id, "error": message})
+        self.close(m.error("08P01", f"wiregate: invalid data from upstream: {message}",
+                           severity="FATAL"))
+
+    def close(self, final: bytes | None = None) -> None:
+        """Close both sides. ``final`` is sent to the client when framing allows it."""
+        relay = self.relay
+        if relay is not None:
+            if relay.closed:
+                return
+            if final is not None and relay.be.idle:
+                relay.client.write(final)
+            relay.closed = True
+            if relay.be.idle and relay.fe.idle and not relay.server.is_closing():
+                relay.server.write(m.Terminate().encode())
+            relay.server.close()
+            relay.client.close()
+        else:
+            if final is not None and not self.writer.is_closing():
+                self.writer.write(final)
+            self.writer.close()
+            if self.up is not None:
+                self.up.writer.close()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+
+    # -- startup ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await asyncio.wait_for(self._startup(), self.listener.startup_timeout)
+        except asyncio.TimeoutError:
+            log.info("startup timed out", extra={"session": self.id})
+            self.close(m.error("08006", "wiregate: timeout during connection startup",
+                               severity="FATAL"))
+            return
+        except StartupFailed as exc:
+            log.info("login refused", extra={"session": self.id, "user": self.info.user,
+                                             "sqlstate": exc.sqlstate, "error": str(exc)})
+            self.close(m.error(exc.sqlstate, str(exc), severity="FATAL", hint=exc.hint))
+            return
+        except m.ProtocolViolation as exc:
+            log.info("invalid startup", extra={"session": self.id, "error": str(exc)})
+            self.close(m.error("08P01", f"wiregate: {exc}", severity="FATAL"))
+            return
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
+            self.close()
+            return
+        if self.up is None:
+            return  # a cancel request or a refused negotiation: nothing more to do
+        self._start_relay()
+
+    async def _startup(self) -> None:
+        reader, writer = self.reader, self.writer
+        while True:
+            packet = await _read_packet(reader)
+            msg = m.decode_startup(packet)
+            if isinstance(msg, m.SSLRequest):
+                if self.tls:
+                    raise m.ProtocolViolation("SSLRequest received on an encrypted connection")
+                ctx = self.worker.server_tls
+                if ctx is None:
+                    writer.write(b"N")
+                    continue
+                if reader._buffer:  # noqa: SLF001 - plaintext smuggled ahead of the handshake
+                    raise m.ProtocolViolation("received unencrypted data after SSL request")
+                writer.write(b"S")
+                await writer.drain()
+                await writer.start_tls(ctx)
+                self.tls = True
+                self.info.tls = True
+                continue
+            if isinstance(msg, m.GSSENCRequest):
+                writer.write(b"N")
+                continue
+            if isinstance(msg, m.CancelRequest):
+                await self.worker.cancel(msg.process_id, msg.secret_key)
+                writer.close()
+                return
+            assert isinstance(msg, m.StartupMessage)
+            await self._login(msg)
+            return
+
+    async def _login(self, msg: m.StartupMessage) -> None:
+        writer = self.writer
+        unsupported = tuple(k for k in msg.params if k.startswith("_pq_."))
+        if msg.version & 0xFFFF or unsupported:
+            writer.write(m.NegotiateProtocolVersion(0, unsupported).encode())
+        params = {k: v for k, v in msg.params.items() if not k.startswith("_pq_.")}
+        user = params.get("user", "")
+        if not user:
+            raise StartupFailed("28000", "no PostgreSQL user name specified in startup packet")
+        database = params.get("database") or user
+        self.info.user, self.info.database = user, database
+        self.info.application_name = params.get("application_name", "")
+        if params.get("replication", "false").lower() not in ("false", "off", "no", "0"):
+            raise StartupFailed("42501", "wiregate: replication connections are not allowed",
+                                hint="Wiregate relays SQL sessions only.")
+        if self.listener.require_tls and not self.tls:
+            raise StartupFailed("28000", f"wiregate: TLS is required for user \"{user}\"",
+                                hint="Connect with sslmode=require.")
+        await self._authenticate(user)
+        upstream = self.listener.databases.get(database)
+        if upstream is None:
+            raise StartupFailed("3D000", f"database \"{database}\" does not exist",
+                                hint="Wiregate serves: "
+                                + ", ".join(sorted(self.listener.databases)))
+        self.upstream = upstream
+        self.info.upstream_database = upstream.dbname
+        try:
+            self.up = await asyncio.wait_for(connect(upstream, params),
+                                             self.listener.connect_timeout)
+        except asyncio.TimeoutError:
+            raise StartupFailed("08006", "wiregate: timeout connecting to upstream server "
+                                f"for database \"{database}\"") from None
+        except UpstreamError as exc:
+            log.warning("upstream login failed", extra={"session": self.id, "error": str(exc)})
+            raise StartupFailed(exc.sqlstate, f"wiregate: {exc}") from None
+        sock = writer.get_extra_info("socket")
+        lst = self.listener
+        if lst.tcp_keepalive:
+            set_keepalive(sock, lst.keepalive_idle, lst.keepalive_interval, lst.keepalive_count)
+            set_keepalive(self.up.writer.get_extra_info("socket"), lst.keepalive_idle,
+                          lst.keepalive_interval, lst.keepalive_count)
+        self.key = self.worker.register(self)
+        out = [m.auth_ok()]
+        for name in self.up.parameter_order:
+            out.append(m.ParameterStatus(name, self.up.parameters[name]).encode())
+        self.info.parameters.update(self.up.parameters)
+        out.append(m.BackendKeyData(*self.key).encode())
+        out.append(m.ReadyForQuery(self.up.transaction_status).encode())
+        writer.write(b"".join(out))
+        log.info("session started", extra={
+            "session": self.id, "user": user, "database": database,
+            "client": self.client_addr, "tls": self.tls, "upstream_tls": self.up.tls,
+            "application_name": self.info.application_name})
+
+    async def _authenticate(self, user: str) -> None:
+        client_user: ClientUser | None = self.worker.users.get(user)
+        verifier = parse_verifier(client_user.scram_verifier) if client_user else None
+        scram = ScramServer(verifier)
+        failed = StartupFailed("28P01", f"password authentication failed for user \"{user}\"")
+        self.writer.write(m.auth_sasl([MECHANISM]))
+        try:
+            init = m.SASLInitialResponse.decode(await _read_typed(self.reader, b"p"))
+            if init.mechanism != MECHANISM or init.data is None:
+                raise StartupFailed("28000", "wiregate: client selected an invalid SASL "
+                                    "authentication mechanism")
+            self.writer.write(m.Authentication(m.AUTH_SASL_CONTINUE,
+                                               scram.first(init.data)).encode())
+            final = scram.final(await _read_typed(self.reader, b"p"))
+        except ScramError:
+            raise failed from None
+        self.writer.write(m.Authentication(m.AUTH_SASL_FINAL, final).encode())
+
+    # -- relay -----------------------------------------------------------------------------
+
+    def _start_relay(self) -> None:
+        assert self.up is not None
+        client_t = self.writer.transport
+        server_t = self.up.writer.transport
+        relay = Relay(self, client_t, server_t)  # type: ignore[arg-type]
+        self.relay = relay
+        client_t.set_protocol(_ClientSide(relay))
+        server_t.set_protocol(_ServerSide(relay))
+        client_t.set_write_buffer_limits(high=HIGH_WATER)
+        server_t.set_write_buffer_limits(high=HIGH_WATER)
+        # Bytes the stream readers buffered before the switch belong to the relay now.
+        up_buf = bytes(self.up.reader._buffer)  # noqa: SLF001
+        cl_buf = bytes(self.reader._buffer)  # noqa: SLF001
+        self.up.reader._buffer.clear()  # noqa: SLF001
+        self.reader._buffer.clear()  # noqa: SLF001
+        client_t.resume_reading()
+        server_t.resume_reading()
+        if up_buf:
+            relay.server_data(up_buf)
+        if cl_buf:
+            relay.client_data(cl_buf)
+        if self.worker.shutting_down:
+            self.begin_shutdown()
+        if self.listener.idle_timeout > 0:
+            self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        timeout = self.listener.idle_timeout
+        loop = asyncio.get_running_loop()
+        due = self.last_activity + timeout
+        now = time.monotonic()
+        if now >= due and self.relay is not None and self.relay.idle:
+            log.info("idle timeout", extra={"session": self.id})
+            self.close(m.error("57P05", "terminating connection due to idle-session timeout "
+                               "(wiregate idle_timeout)", severity="FATAL"))
+            return
+        self._idle_handle = loop.call_later(max(due - now, 1.0), self._arm_idle)
+
+    def begin_shutdown(self) -> None:
+        """Finish the current transaction, then close: graceful shutdown of one session."""
+        self.closing = True
+        relay = self.relay
+        if relay is None:
+            return
+        relay.on_idle = self._close_if_idle
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        relay = self.relay
+        if relay is not None and relay.idle and self.transaction_status == "I":
+            self.close(m.error("57P01", "terminating connection due to administrator command",
+                               severity="FATAL"))
+
+    def finished(self) -> None:
+        self.worker.unregister(self)
+        relay = self.relay
+        log.info("session ended", extra={
+            "session": self.id, "user": self.info.user,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "bytes_from_client": relay.bytes_up if relay else 0,
+            "bytes_to_client": relay.bytes_down if relay else 0,
+            "denied": self.denials})
+
+    def new_secret(self) -> int:
+        return secrets.randbits(32)
+
+
+class _ClientSide(asyncio.Protocol):
+    __slots__ = ("relay",)
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.client_data(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        relay = self.relay
+        if not relay.closed:
+            relay.session.close()
+        relay.session.finished()
+
+    def pause_writing(self) -> None:
+        self.relay.server.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.relay.closed:
+            self.relay.server.resume_reading()
+
+
+class _ServerSide(asyncio.Protocol):
+    __slots__ = ("relay",)
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.server_data(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        relay = self.relay
+        if not relay.closed:
+            log.warning("upstream connection lost", extra={"session": relay.session.id})
+            relay.session.close(m.error(
+                "08006", "wiregate: connection to the upstream server was lost",
+                severity="FATAL"))
+
+    def pause_writing(self) -> None:
+        if self.relay.held is None:
+            self.relay.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.relay.closed and self.relay.held is None:
+            self.relay.client.resume_reading()
