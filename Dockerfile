@@ -1,0 +1,36 @@
+# Wiregate: mount a config at /etc/wiregate/wiregate.toml and publish 6432.
+# Inside a container the listener must bind all interfaces: listen = "0.0.0.0:6432".
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    WIREGATE_HEALTH_PORT=6432
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protocols ./protocols
+COPY policies ./policies
+COPY proxy ./proxy
+# Installs the project from this directory (DL3013's version pinning applies to index packages).
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir '.[fast]'
+
+WORKDIR /
+RUN rm -rf /src \
+    && groupadd --system --gid 10001 wiregate \
+    && useradd --system --uid 10001 --gid wiregate --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin wiregate \
+    && mkdir -p /etc/wiregate
+
+VOLUME ["/etc/wiregate"]
+EXPOSE 6432
+# The wiregate user, by number so Kubernetes' runAsNonRoot can verify it is not root.
+USER 10001:10001
+
+# Healthy means the listener accepts TCP; set WIREGATE_HEALTH_PORT if the config listens elsewhere.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, socket; socket.create_connection(('127.0.0.1', int(os.environ.get('WIREGATE_HEALTH_PORT', '6432'))), timeout=3).close()"]
+
+ENTRYPOINT ["wiregate"]
+CMD ["serve", "--config", "/etc/wiregate/wiregate.toml"]
