@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 StatementSource = Literal["query", "parse", "function_call"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Statement:
     """What the client asked for. ``sql`` is the whole string (a simple Query may hold several
     statements); for a FunctionCall it is empty and ``function_oid`` is set."""

@@ -10,6 +10,11 @@ the failure: the statement is replaced by one that fails to parse under the same
 server's error is swapped for Wiregate's, and the server's own ReadyForQuery follows. The
 transaction status, the rollback of an implicit transaction and the skip-until-Sync of the
 extended protocol are therefore the server's, not an imitation.
+
+Two modes keep the hot path short. When the policy never rewrites results, the relay only
+counts batches (Sync, Query, FunctionCall against ReadyForQuery) and watches nothing else.
+When it may, every response the server owes is queued in order, so each RowDescription and
+DataRow is matched to the statement and portal it belongs to.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wiregate.relay")
 
 DENIED_SQL = "wiregate_denied_statement"  # fails to parse upstream, on purpose
+_DENIED_MARK = DENIED_SQL.encode()
 HIGH_WATER = 512 * 1024
 _H = struct.Struct("!h")
 _I = struct.Struct("!i")
@@ -44,20 +50,19 @@ _ENDS_BATCH = (SYNC, QUERY, FUNCTION)
 @dataclass
 class PreparedInfo:
     transform: object | None = None
-    fields: list[Column] | None = None
+    fields: bytes | None = None        # RowDescription body, decoded only when rewriting
 
 
 @dataclass
 class PortalInfo:
     statement: PreparedInfo
     result_formats: tuple[int, ...] = ()
-    fields: list[Column] | None = None
+    fields: bytes | None = None
 
 
 @dataclass
 class Pending:
     kind: int
-    deny: bytes | None = None          # the client-facing error replacing the server's
     transform: object | None = None    # QUERY: the statement's result transform
     prepared: PreparedInfo | None = None
     portal: PortalInfo | None = None
@@ -118,23 +123,30 @@ class Relay:
     """Both directions of one session after login."""
 
     def __init__(self, session: Session, client: asyncio.Transport,
-                 server: asyncio.Transport) -> None:
+                 server: asyncio.Transport, track_results: bool) -> None:
         self.session = session
         self.client = client
         self.server = server
+        self.track = track_results
         limit = session.listener.max_message_size
         self.fe = Framer(VALID_FRONTEND, limit, "frontend")
-        self.fe.set_watch(b"QPBDECSHXF")
         self.be = Framer(VALID_BACKEND, limit, "backend")
-        self.be.set_watch(b"ZEST12n3tCIs")
+        if track_results:
+            self.fe.set_watch(b"QPBDECSHXF")
+            self.be.set_watch(b"ZEST12n3tCIs")
+        else:
+            self.fe.set_watch(b"QPSHXF")
+            self.be.set_watch(b"ZS")
         self.pending: deque[Pending] = deque()
         self.statements: dict[str, PreparedInfo] = {}
         self.portals: dict[str, PortalInfo] = {}
+        self.sent_batches = 0       # Sync/Query/FunctionCall forwarded
+        self.done_batches = 0       # ReadyForQuery received
+        self.denies: deque[tuple[int, bytes]] = deque()   # (batch, client-facing error)
         self.discarding = False     # a Parse was denied: drop client messages until Sync
         self.held: _HeldWork | None = None
         self.backlog: deque[bytes] = deque()
         self.plan: dict[int, CellRewrite] | None = None   # rewrite of the current rows
-        self.query_columns: list[Column] | None = None
         self.closed = False
         self.terminating = False
         self.bytes_up = 0
@@ -157,50 +169,46 @@ class Relay:
         try:
             for item in frames:
                 if type(item) is memoryview:
-                    if not self.discarding:
-                        out.append(item)
-                    else:
+                    if self.discarding:
                         changed = True
+                    else:
+                        out.append(item)
                     continue
                 assert isinstance(item, Frame)
                 code = item.code
-                if self.discarding and code not in (0x53, 0x48):  # S, H
+                if self.discarding and code != 0x53 and code != 0x48:  # Sync, Flush
                     changed = True
                     continue
-                if code == 0x51 or code == 0x50 or code == 0x46:  # Q, P, F
-                    stmt = self._statement(item)
+                if code == 0x51 or code == 0x50 or code == 0x46:  # Query, Parse, FunctionCall
+                    stmt = _statement(item)
                     decision = self.session.decide(stmt)
                     if isinstance(decision, Hold):
                         self._hold(frames, item, stmt, decision, out)
                         return
-                    replaced = self._apply(item, stmt, decision, out)
-                    changed = changed or replaced
-                else:
+                    if self._apply(item, stmt, decision, out):
+                        changed = True
+                    continue
+                if code == 0x53:  # Sync
+                    self.sent_batches += 1
+                    self.discarding = False
+                elif code == 0x58:  # Terminate
+                    self.terminating = True
+                if self.track:
                     self._track_client(item)
-                    out.append(item.raw)
+                out.append(item.raw)
         except m.ProtocolViolation as exc:
-            self._write_server(out, data if not changed else None)
+            self._write_server(out, None)
             self.session.protocol_error(str(exc))
             return
-        self._write_server(out, data if not changed else None)
+        self._write_server(out, None if changed or self.fe.spanned else data)
 
     def _write_server(self, out: list[bytes | memoryview], whole: bytes | None) -> None:
-        if self.closed:
-            return
-        if whole is not None and len(out) == 1 and len(out[0]) == len(whole):
-            self.server.write(whole)
-        elif out:
-            self.server.write(b"".join(out))
+        if not self.closed:
+            if whole is not None:
+                self.server.write(whole)
+            elif out:
+                self.server.write(b"".join(out))
         out.clear()
-
-    def _statement(self, f: Frame) -> Statement:
-        msg = m.decode_frontend(bytes([f.code]), f.body)
-        if isinstance(msg, m.Query):
-            return Statement(msg.sql, "query")
-        if isinstance(msg, m.Parse):
-            return Statement(msg.sql, "parse", name=msg.name, param_types=msg.param_types)
-        assert isinstance(msg, m.FunctionCall)
-        return Statement("", "function_call", function_oid=msg.function_oid)
 
     def _apply(self, f: Frame, stmt: Statement, decision: Decision,
                out: list[bytes | memoryview]) -> bool:
@@ -209,31 +217,39 @@ class Relay:
             err = m.error(decision.sqlstate, decision.message, hint=decision.hint,
                           detail=decision.detail)
             self.session.denied(stmt, decision)
+            self.denies.append((self.sent_batches, err))
+            self.be.watch[0x45] = 1
             if stmt.source == "parse":
                 self.statements.pop(stmt.name, None)
                 out.append(m.Parse(stmt.name, DENIED_SQL).encode())
-                self.pending.append(Pending(PARSE, deny=err))
+                if self.track:
+                    self.pending.append(Pending(PARSE))
+                # The server skips to Sync after the error; so do we, forwarding nothing.
                 self.discarding = True
             else:
                 out.append(m.Query(DENIED_SQL).encode())
-                self.pending.append(Pending(QUERY if stmt.source == "query" else FUNCTION,
-                                            deny=err))
+                self.sent_batches += 1
+                if self.track:
+                    self.pending.append(Pending(QUERY))
             return True
         assert isinstance(decision, Allow)
         out.append(f.raw)
-        if stmt.source == "query":
-            self.pending.append(Pending(QUERY, transform=decision.transform))
-        elif stmt.source == "function_call":
-            self.pending.append(Pending(FUNCTION))
-        else:
-            info = PreparedInfo(decision.transform)
-            self.statements[stmt.name] = info
-            self.pending.append(Pending(PARSE))
-            if decision.transform is not None:
-                # Learn the statement's columns even if the client never asks.
-                out.append(m.Describe("S", stmt.name).encode())
-                self.pending.append(Pending(DESCRIBE_S, prepared=info, swallow=True))
-                return True
+        if stmt.source != "parse":
+            self.sent_batches += 1
+            if self.track:
+                self.pending.append(Pending(QUERY if stmt.source == "query" else FUNCTION,
+                                            transform=decision.transform))
+            return False
+        if not self.track:
+            return False
+        info = PreparedInfo(decision.transform)
+        self.statements[stmt.name] = info
+        self.pending.append(Pending(PARSE))
+        if decision.transform is not None:
+            # Learn the statement's columns even if the client never asks.
+            out.append(m.Describe("S", stmt.name).encode())
+            self.pending.append(Pending(DESCRIBE_S, prepared=info, swallow=True))
+            return True
         return False
 
     def _track_client(self, f: Frame) -> None:
@@ -241,8 +257,7 @@ class Relay:
         if code == 0x42:  # Bind
             portal, stmt, fmts = _bind_info(f.body)
             prepared = self.statements.get(stmt) or PreparedInfo()
-            info = PortalInfo(prepared, fmts)
-            self.portals[portal] = info
+            self.portals[portal] = PortalInfo(prepared, fmts)
             self.pending.append(Pending(BIND))
         elif code == 0x45:  # Execute
             name = m.Reader(f.body, "Execute").cstring()
@@ -262,10 +277,7 @@ class Relay:
             (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
             self.pending.append(Pending(CLOSE))
         elif code == 0x53:  # Sync
-            self.discarding = False
             self.pending.append(Pending(SYNC))
-        elif code == 0x58:  # Terminate
-            self.terminating = True
 
     # -------------------------------------------------------------------------- hold
 
@@ -284,7 +296,6 @@ class Relay:
         if isinstance(decision, Hold):
             decision = Deny("42501", "wiregate: approval did not resolve the hold")
         out: list[bytes | memoryview] = []
-        # Bytes of the held chunk already sent stay sent; re-feed copies of the rest.
         self._apply(work.frame, work.statement, decision, out)
         self._pump(None, work.frames, out)
         while self.held is None and self.backlog and not self.closed:
@@ -305,7 +316,21 @@ class Relay:
                     out.append(item)
                     continue
                 assert isinstance(item, Frame)
-                replacement = self._track_server(item)
+                code = item.code
+                if code == 0x5A:  # ReadyForQuery
+                    self._ready(item)
+                    replacement = None
+                elif code == 0x45 and self.denies and _DENIED_MARK in bytes(item.raw):
+                    replacement = self._denied_error()
+                    if self.track:
+                        self._track_server(item)
+                elif self.track:
+                    replacement = self._track_server(item)
+                elif code == 0x53:
+                    self._parameter(item)
+                    replacement = None
+                else:
+                    replacement = None
                 if replacement is None:
                     out.append(item.raw)
                 else:
@@ -316,21 +341,50 @@ class Relay:
             self._write_client(out, None)
             self.session.upstream_protocol_error(str(exc))
             return
-        self._write_client(out, None if changed else data)
+        self._write_client(out, None if changed or self.be.spanned else data)
         if self.on_idle is not None and self.idle:
             self.on_idle()
 
     def _write_client(self, out: list[bytes | memoryview], whole: bytes | None) -> None:
         if self.closed:
             return
-        if whole is not None and len(out) == 1 and len(out[0]) == len(whole):
+        if whole is not None:
             self.client.write(whole)
         elif out:
             self.client.write(b"".join(out))
 
     @property
     def idle(self) -> bool:
-        return not self.pending and self.held is None and self.be.idle and self.fe.idle
+        return (self.sent_batches == self.done_batches and self.held is None
+                and self.be.idle and self.fe.idle)
+
+    def _ready(self, f: Frame) -> None:
+        self.session.transaction_status = chr(f.raw[5])
+        self.done_batches += 1
+        denies = self.denies
+        while denies and denies[0][0] < self.done_batches:
+            denies.popleft()
+        if not denies and not self.track:
+            self.be.watch[0x45] = 0
+        if self.track:
+            while self.pending:
+                if self.pending.popleft().kind in _ENDS_BATCH:
+                    break
+            self._start_execute()
+
+    def _denied_error(self) -> bytes | None:
+        """The server failed Wiregate's stand-in: swap in the denial the client must see."""
+        denies = self.denies
+        while denies and denies[0][0] < self.done_batches:
+            denies.popleft()
+        if denies and denies[0][0] == self.done_batches:
+            return denies.popleft()[1]
+        return None
+
+    def _parameter(self, f: Frame) -> None:
+        ps = m.decode_backend(b"S", f.body)
+        assert isinstance(ps, m.ParameterStatus)
+        self.session.parameters[ps.name] = ps.value
 
     def _pop_until_sync(self) -> None:
         while self.pending and self.pending[0].kind not in _ENDS_BATCH:
@@ -351,10 +405,11 @@ class Relay:
         if transform is None:
             self._set_plan(None)
             return
-        cols = portal.fields
-        if cols is None and portal.statement.fields is not None:
-            cols = _with_formats(portal.statement.fields, portal.result_formats)
-        if cols is None:
+        if portal.fields is not None:
+            cols = _columns(portal.fields)
+        elif portal.statement.fields is not None:
+            cols = _with_formats(_columns(portal.statement.fields), portal.result_formats)
+        else:
             self._set_plan(None)
             return
         self._set_plan(transform.plan(cols))  # type: ignore[attr-defined]
@@ -366,34 +421,21 @@ class Relay:
     def _track_server(self, f: Frame) -> bytes | None:
         """Steer by one backend message; return replacement bytes (b"" drops it) or None."""
         code = f.code
-        head = self.pending[0] if self.pending else None
         if code == 0x44:  # DataRow under a rewrite plan
             assert self.plan is not None
             return rewrite_row(f.raw, self.plan)
-        if code == 0x5A:  # ReadyForQuery
-            self.session.transaction_status = chr(f.raw[5])
-            while self.pending:
-                kind = self.pending.popleft().kind
-                if kind in _ENDS_BATCH:
-                    break
-            self._set_plan(None)
-            self.query_columns = None
-            self._start_execute()
+        if code == 0x53:
+            self._parameter(f)
             return None
-        if code == 0x53:  # ParameterStatus
-            ps = m.decode_backend(b"S", f.body)
-            assert isinstance(ps, m.ParameterStatus)
-            self.session.parameters[ps.name] = ps.value
-            return None
+        head = self.pending[0] if self.pending else None
         if head is None:
             return None
         kind = head.kind
-        if code == 0x45:  # ErrorResponse
+        if code == 0x45:  # ErrorResponse: the server now skips to Sync
             if kind not in (QUERY, FUNCTION):
                 self._pop_until_sync()
             self._set_plan(None)
-            return head.deny
-        if code == 0x31 and kind == PARSE:
+        elif code == 0x31 and kind == PARSE:
             self._pop()
         elif code == 0x32 and kind == BIND:
             self._pop()
@@ -404,13 +446,13 @@ class Relay:
         elif code == 0x54:  # RowDescription
             if kind == DESCRIBE_S:
                 if head.prepared is not None:
-                    head.prepared.fields = _columns(f.body)
+                    head.prepared.fields = f.body
                 swallow = head.swallow
                 self._pop()
                 return b"" if swallow else None
             if kind == DESCRIBE_P:
-                if head.portal is not None:
-                    head.portal.fields = _columns(f.body)
+                if head.portal is not None and head.portal.statement.transform is not None:
+                    head.portal.fields = f.body
                 self._pop()
             elif kind == QUERY and head.transform is not None:
                 self._set_plan(head.transform.plan(_columns(f.body)))  # type: ignore[attr-defined]
@@ -424,3 +466,40 @@ class Relay:
             elif kind == QUERY:
                 self._set_plan(None)
         return None
+
+
+def _statement(f: Frame) -> Statement:
+    """Decode just what the decision needs from a Query, Parse or FunctionCall."""
+    raw = f.raw
+    code = f.code
+    if code == 0x51:
+        return Statement(_text(raw, 5, len(raw) - 1), "query")
+    body = bytes(raw[5:])
+    if code == 0x50:
+        i = body.find(0)
+        j = body.find(0, i + 1)
+        if i < 0 or j < 0 or len(body) < j + 3:
+            raise m.ProtocolViolation("Parse: malformed message")
+        n = _H.unpack_from(body, j + 1)[0]
+        if n < 0 or len(body) != j + 3 + 4 * n:
+            raise m.ProtocolViolation("Parse: malformed parameter types")
+        types = struct.unpack_from(f"!{n}I", body, j + 3) if n else ()
+        return Statement(_decode(body[i + 1:j]), "parse", name=_decode(body[:i]),
+                         param_types=types)
+    msg = m.decode_frontend(b"F", body)
+    assert isinstance(msg, m.FunctionCall)
+    return Statement("", "function_call", function_oid=msg.function_oid)
+
+
+def _decode(b: bytes) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b.decode("latin-1")
+
+
+def _text(raw: bytes | memoryview, start: int, end: int) -> str:
+    b = bytes(raw[start:end])
+    if end < start or raw[end] != 0 or b"\0" in b:
+        raise m.ProtocolViolation("Query: malformed string")
+    return _decode(b)

@@ -319,7 +319,8 @@ class Session:
         assert self.up is not None
         client_t = self.writer.transport
         server_t = self.up.writer.transport
-        relay = Relay(self, client_t, server_t)  # type: ignore[arg-type]
+        relay = Relay(self, client_t, server_t,  # type: ignore[arg-type]
+                      bool(getattr(self.policy, "tracks_results", False)))
         self.relay = relay
         client_t.set_protocol(_ClientSide(relay))
         server_t.set_protocol(_ServerSide(relay))

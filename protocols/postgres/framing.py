@@ -92,6 +92,9 @@ class Framer:
         self._skip = 0                  # bytes still to pass of an unwatched message
         self._held = bytearray()        # partial header, or a partial watched message
         self._held_need = 0             # total size of the held watched message, 0 = header only
+        # True after a feed() whose output is not exactly its input in order (bytes held back
+        # or released from an earlier chunk): the caller cannot forward the chunk object whole.
+        self.spanned = False
 
     def set_watch(self, codes: bytes, on: bool = True) -> None:
         for c in codes:
@@ -112,6 +115,7 @@ class Framer:
         n = len(data)
         view = memoryview(data)
         pos = 0
+        self.spanned = bool(self._held)
         # 1. Finish what the previous chunk left open: a held header or watched message...
         if self._held:
             held = self._held
@@ -172,6 +176,7 @@ class Framer:
             pos = end
         if pos < n:
             # A partial header, or the start of a watched message: hold it back.
+            self.spanned = True
             if pos > start:
                 yield view[start:pos]
             self._held = bytearray(view[pos:])
