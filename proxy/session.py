@@ -15,7 +15,7 @@ import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.decision import Decision, Deny, Hold, Policy, SessionInfo, Statement
 from protocols.postgres import messages as m
@@ -72,6 +72,18 @@ async def _read_typed(reader: asyncio.StreamReader, expect: bytes) -> bytes:
     if length < 4 or length - 4 > MAX_AUTH_MESSAGE:
         raise m.ProtocolViolation(f"invalid message length {length} during authentication")
     return await reader.readexactly(length - 4)
+
+
+def _buffered(reader: asyncio.StreamReader) -> bool:
+    return bool(getattr(reader, "_buffer", b""))
+
+
+def _take_buffered(reader: asyncio.StreamReader) -> bytes:
+    """Bytes a StreamReader read ahead: they belong to whoever takes over the transport."""
+    buf: bytearray = getattr(reader, "_buffer", bytearray())
+    data = bytes(buf)
+    buf.clear()
+    return data
 
 
 class Session:
@@ -189,7 +201,7 @@ class Session:
     async def run(self) -> None:
         try:
             await asyncio.wait_for(self._startup(), self.listener.startup_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("startup timed out", extra={"session": self.id})
             self.close(m.error("08006", "wiregate: timeout during connection startup",
                                severity="FATAL"))
@@ -222,7 +234,7 @@ class Session:
                 if ctx is None:
                     writer.write(b"N")
                     continue
-                if reader._buffer:  # noqa: SLF001 - plaintext smuggled ahead of the handshake
+                if _buffered(reader):  # plaintext smuggled ahead of the TLS handshake
                     raise m.ProtocolViolation("received unencrypted data after SSL request")
                 writer.write(b"S")
                 await writer.drain()
@@ -270,7 +282,7 @@ class Session:
         try:
             self.up = await asyncio.wait_for(connect(upstream, params),
                                              self.listener.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StartupFailed("08006", "wiregate: timeout connecting to upstream server "
                                 f"for database \"{database}\"") from None
         except UpstreamError as exc:
@@ -317,8 +329,8 @@ class Session:
 
     def _start_relay(self) -> None:
         assert self.up is not None
-        client_t = self.writer.transport
-        server_t = self.up.writer.transport
+        client_t: Any = self.writer.transport
+        server_t: Any = self.up.writer.transport
         relay = Relay(self, client_t, server_t,  # type: ignore[arg-type]
                       bool(getattr(self.policy, "tracks_results", False)))
         self.relay = relay
@@ -327,10 +339,8 @@ class Session:
         client_t.set_write_buffer_limits(high=HIGH_WATER)
         server_t.set_write_buffer_limits(high=HIGH_WATER)
         # Bytes the stream readers buffered before the switch belong to the relay now.
-        up_buf = bytes(self.up.reader._buffer)  # noqa: SLF001
-        cl_buf = bytes(self.reader._buffer)  # noqa: SLF001
-        self.up.reader._buffer.clear()  # noqa: SLF001
-        self.reader._buffer.clear()  # noqa: SLF001
+        up_buf = _take_buffered(self.up.reader)
+        cl_buf = _take_buffered(self.reader)
         client_t.resume_reading()
         server_t.resume_reading()
         if up_buf:

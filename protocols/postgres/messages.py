@@ -170,10 +170,10 @@ def decode_startup(packet: bytes) -> StartupPacket:
             "server supports 3.0 to 3.0")
     params: dict[str, str] = {}
     while True:
-        key = r.cstring()
-        if key == "":
+        name = r.cstring()
+        if name == "":
             break
-        params[key] = r.cstring()
+        params[name] = r.cstring()
     r.end()
     return StartupMessage(params, code)
 

@@ -39,9 +39,8 @@ def _saslprep(password: str) -> bytes:
     import unicodedata
 
     try:
-        mapped = "".join(
-            " " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c)
-        )
+        mapped = "".join(" " if stringprep.in_table_c12(c) else c
+                         for c in password if not stringprep.in_table_b1(c))
         norm = unicodedata.normalize("NFKC", mapped)
         for c in norm:
             if stringprep.in_table_c21_c22(c) or stringprep.in_table_a1(c):
