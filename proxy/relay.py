@@ -23,13 +23,13 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from policies.decision import Allow, CellRewrite, Column, Decision, Deny, Hold, Statement
 from protocols.postgres import messages as m
-from protocols.postgres.framing import VALID_BACKEND, VALID_FRONTEND, Frame, Framer
+from protocols.postgres.framing import RELEASED, VALID_BACKEND, VALID_FRONTEND, Frame, Framer
 
 if TYPE_CHECKING:
     from proxy.session import Session
@@ -71,10 +71,68 @@ class Pending:
 
 @dataclass
 class _HeldWork:
-    frames: Iterator[memoryview | Frame]
-    frame: Frame
+    """A chunk paused at a statement waiting for approval, and where to resume."""
+
+    data: bytes
+    frames: list[Frame]
+    index: int
     statement: Statement
-    out: list[bytes | memoryview] = field(default_factory=list)
+
+
+class Splicer:
+    """What to forward from one chunk: the chunk itself while nothing changes; once a message
+    is replaced or dropped, the pieces around it (views of the chunk, never copies)."""
+
+    __slots__ = ("data", "view", "out", "last", "changed")
+
+    def __init__(self, data: bytes, spanned: bool) -> None:
+        self.data = data
+        self.view = memoryview(data)
+        self.out: list[bytes | memoryview] = []
+        self.last = 0
+        self.changed = spanned
+
+    def _diverge(self) -> None:
+        if not self.changed:
+            self.changed = True
+            if self.last:
+                self.out.append(self.view[:self.last])
+
+    def keep_to(self, pos: int) -> None:
+        if self.changed and pos > self.last:
+            self.out.append(self.view[self.last:pos])
+        self.last = max(self.last, pos)
+
+    def drop_to(self, pos: int) -> None:
+        if pos > self.last:
+            self._diverge()
+            self.last = pos
+
+    def keep(self, f: Frame) -> None:
+        if f.start < 0:
+            self.out.append(f.buf)
+            self.last = f.end
+        else:
+            self.keep_to(f.end)
+
+    def replace(self, f: Frame, new: bytes) -> None:
+        if f.start >= 0:
+            self.keep_to(f.start)
+            self._diverge()
+        self.last = f.end
+        if new:
+            self.out.append(new)
+
+    def insert(self, new: bytes) -> None:
+        self._diverge()
+        self.out.append(new)
+
+    def result(self, forwardable: int) -> bytes | None:
+        """Bytes to forward, or None when there are none."""
+        if not self.changed:
+            return self.data if forwardable == len(self.data) else self.data[:forwardable]
+        self.keep_to(forwardable)
+        return b"".join(self.out) if self.out else None
 
 
 def _columns(body: bytes) -> list[Column]:
@@ -161,32 +219,69 @@ class Relay:
         if self.held is not None or self.backlog:
             self.backlog.append(data)
             return
-        self._pump(data, self.fe.feed(data), [])
+        self._client_chunk(data)
 
-    def _pump(self, data: bytes | None, frames: Iterator[memoryview | Frame],
-              out: list[bytes | memoryview]) -> None:
-        changed = data is None
+    def _client_chunk(self, data: bytes) -> None:
         try:
-            for item in frames:
-                if type(item) is memoryview:
+            frames = self.fe.scan(data)
+        except m.ProtocolViolation as exc:
+            self.session.protocol_error(str(exc))
+            return
+        if not self.track and not self.discarding and not self.fe.spanned:
+            # Fast path: forward the chunk itself unless a decision changes it.
+            for i, f in enumerate(frames):
+                code = f.code
+                if code == 0x51 or code == 0x50 or code == 0x46:  # Query, Parse, FunctionCall
+                    try:
+                        stmt = _statement(f)
+                    except m.ProtocolViolation as exc:
+                        self.session.protocol_error(str(exc))
+                        return
+                    decision = self.session.decide(stmt)
+                    if type(decision) is Allow:  # a light relay never rewrites rows
+                        if code != 0x50:
+                            self.sent_batches += 1
+                        continue
+                    out = Splicer(data, False)
+                    if isinstance(decision, Hold):
+                        self._hold(out, frames, i, stmt, decision)
+                        return
+                    self._apply(f, stmt, decision, out)
+                    self._client_frames(out, frames, i + 1)
+                    return
+                if code == 0x53:
+                    self.sent_batches += 1
+                elif code == 0x58:
+                    self.terminating = True
+            self.server.write(data)
+            return
+        self._client_frames(Splicer(data, self.fe.spanned), frames, 0)
+
+    def _client_frames(self, out: Splicer, frames: list[Frame], i: int) -> None:
+        """Decide on the watched frontend messages from ``frames[i]`` on; forward the rest."""
+        try:
+            while i < len(frames):
+                f = frames[i]
+                i += 1
+                if self.discarding:
+                    out.drop_to(f.start if f.start >= 0 else 0)
+                code = f.code
+                if code == RELEASED:
                     if self.discarding:
-                        changed = True
+                        out.replace(f, b"")
                     else:
-                        out.append(item)
+                        out.keep(f)
                     continue
-                assert isinstance(item, Frame)
-                code = item.code
                 if self.discarding and code != 0x53 and code != 0x48:  # Sync, Flush
-                    changed = True
+                    out.replace(f, b"")
                     continue
                 if code == 0x51 or code == 0x50 or code == 0x46:  # Query, Parse, FunctionCall
-                    stmt = _statement(item)
+                    stmt = _statement(f)
                     decision = self.session.decide(stmt)
                     if isinstance(decision, Hold):
-                        self._hold(frames, item, stmt, decision, out)
+                        self._hold(out, frames, i - 1, stmt, decision)
                         return
-                    if self._apply(item, stmt, decision, out):
-                        changed = True
+                    self._apply(f, stmt, decision, out)
                     continue
                 if code == 0x53:  # Sync
                     self.sent_batches += 1
@@ -194,25 +289,19 @@ class Relay:
                 elif code == 0x58:  # Terminate
                     self.terminating = True
                 if self.track:
-                    self._track_client(item)
-                out.append(item.raw)
+                    self._track_client(f)
+                out.keep(f)
+            if self.discarding:
+                out.drop_to(self.fe.forwardable)
         except m.ProtocolViolation as exc:
-            self._write_server(out, None)
             self.session.protocol_error(str(exc))
             return
-        self._write_server(out, None if changed or self.fe.spanned else data)
+        data = out.result(self.fe.forwardable)
+        if data is not None and not self.closed:
+            self.server.write(data)
 
-    def _write_server(self, out: list[bytes | memoryview], whole: bytes | None) -> None:
-        if not self.closed:
-            if whole is not None:
-                self.server.write(whole)
-            elif out:
-                self.server.write(b"".join(out))
-        out.clear()
-
-    def _apply(self, f: Frame, stmt: Statement, decision: Decision,
-               out: list[bytes | memoryview]) -> bool:
-        """Forward an allowed statement or its failing stand-in; True when bytes changed."""
+    def _apply(self, f: Frame, stmt: Statement, decision: Decision, out: Splicer) -> None:
+        """Forward an allowed statement, or its failing stand-in for a denied one."""
         if isinstance(decision, Deny):
             err = m.error(decision.sqlstate, decision.message, hint=decision.hint,
                           detail=decision.detail)
@@ -221,36 +310,41 @@ class Relay:
             self.be.watch[0x45] = 1
             if stmt.source == "parse":
                 self.statements.pop(stmt.name, None)
-                out.append(m.Parse(stmt.name, DENIED_SQL).encode())
+                out.replace(f, m.Parse(stmt.name, DENIED_SQL).encode())
                 if self.track:
                     self.pending.append(Pending(PARSE))
                 # The server skips to Sync after the error; so do we, forwarding nothing.
                 self.discarding = True
             else:
-                out.append(m.Query(DENIED_SQL).encode())
+                out.replace(f, m.Query(DENIED_SQL).encode())
                 self.sent_batches += 1
                 if self.track:
                     self.pending.append(Pending(QUERY))
-            return True
+            return
         assert isinstance(decision, Allow)
-        out.append(f.raw)
+        out.keep(f)
+        if decision.transform is not None:
+            self._rows_may_change()
         if stmt.source != "parse":
             self.sent_batches += 1
             if self.track:
                 self.pending.append(Pending(QUERY if stmt.source == "query" else FUNCTION,
                                             transform=decision.transform))
-            return False
+            return
         if not self.track:
-            return False
+            return
         info = PreparedInfo(decision.transform)
         self.statements[stmt.name] = info
         self.pending.append(Pending(PARSE))
         if decision.transform is not None:
             # Learn the statement's columns even if the client never asks.
-            out.append(m.Describe("S", stmt.name).encode())
+            out.insert(m.Describe("S", stmt.name).encode())
             self.pending.append(Pending(DESCRIBE_S, prepared=info, swallow=True))
-            return True
-        return False
+
+    def _rows_may_change(self) -> None:
+        """From now on DataRows are looked at (skipped cheaply while no plan applies)."""
+        if self.track:
+            self.be.watch[0x44] = 1
 
     def _track_client(self, f: Frame) -> None:
         code = f.code
@@ -281,10 +375,16 @@ class Relay:
 
     # -------------------------------------------------------------------------- hold
 
-    def _hold(self, frames: Iterator[memoryview | Frame], f: Frame, stmt: Statement,
-              decision: Hold, out: list[bytes | memoryview]) -> None:
-        self._write_server(out, None)
-        self.held = _HeldWork(frames, f, stmt)
+    def _hold(self, out: Splicer, frames: list[Frame], i: int, stmt: Statement,
+              decision: Hold) -> None:
+        """Forward what precedes the held statement; pause the client until a decision."""
+        f = frames[i]
+        if f.start >= 0:
+            out.keep_to(f.start)
+        data = out.result(out.last)
+        if data is not None and not self.closed:
+            self.server.write(data)
+        self.held = _HeldWork(out.data, frames, i, stmt)
         self.client.pause_reading()
         self.session.hold(stmt, decision, self._resume)
 
@@ -295,12 +395,13 @@ class Relay:
         self.held = None
         if isinstance(decision, Hold):
             decision = Deny("42501", "wiregate: approval did not resolve the hold")
-        out: list[bytes | memoryview] = []
-        self._apply(work.frame, work.statement, decision, out)
-        self._pump(None, work.frames, out)
+        f = work.frames[work.index]
+        out = Splicer(work.data, True)
+        out.last = f.start if f.start >= 0 else 0
+        self._apply(f, work.statement, decision, out)
+        self._client_frames(out, work.frames, work.index + 1)
         while self.held is None and self.backlog and not self.closed:
-            data = self.backlog.popleft()
-            self._pump(data, self.fe.feed(data), [])
+            self._client_chunk(self.backlog.popleft())
         if self.held is None and not self.closed:
             self.client.resume_reading()
 
@@ -308,50 +409,54 @@ class Relay:
 
     def server_data(self, data: bytes) -> None:
         self.bytes_down += len(data)
-        out: list[bytes | memoryview] = []
-        changed = False
         try:
-            for item in self.be.feed(data):
-                if type(item) is memoryview:
-                    out.append(item)
-                    continue
-                assert isinstance(item, Frame)
-                code = item.code
-                if code == 0x5A:  # ReadyForQuery
-                    self._ready(item)
-                    replacement = None
-                elif code == 0x45 and self.denies and _DENIED_MARK in bytes(item.raw):
-                    replacement = self._denied_error()
-                    if self.track:
-                        self._track_server(item)
-                elif self.track:
-                    replacement = self._track_server(item)
-                elif code == 0x53:
-                    self._parameter(item)
-                    replacement = None
-                else:
-                    replacement = None
-                if replacement is None:
-                    out.append(item.raw)
-                else:
-                    changed = True
-                    if replacement:
-                        out.append(replacement)
+            frames = self.be.scan(data)
         except m.ProtocolViolation as exc:
-            self._write_client(out, None)
             self.session.upstream_protocol_error(str(exc))
             return
-        self._write_client(out, None if changed or self.be.spanned else data)
+        if not self.track and not self.denies and not self.be.spanned:
+            # Fast path: nothing in this chunk can change; observe and forward it whole.
+            for f in frames:
+                if f.code == 0x5A:
+                    self._ready(f)
+                else:
+                    self._parameter(f)
+            self.client.write(data)
+            if self.on_idle is not None and self.idle:
+                self.on_idle()
+            return
+        out = Splicer(data, self.be.spanned)
+        try:
+            for f in frames:
+                code = f.code
+                if code == 0x5A:  # ReadyForQuery
+                    self._ready(f)
+                    out.keep(f)
+                    continue
+                if code == RELEASED:
+                    out.keep(f)
+                    continue
+                replacement = None
+                if code == 0x45 and self.denies and _DENIED_MARK in f.raw:
+                    replacement = self._denied_error()
+                    if self.track:
+                        self._track_server(f)
+                elif self.track:
+                    replacement = self._track_server(f)
+                elif code == 0x53:
+                    self._parameter(f)
+                if replacement is None:
+                    out.keep(f)
+                else:
+                    out.replace(f, replacement)
+        except m.ProtocolViolation as exc:
+            self.session.upstream_protocol_error(str(exc))
+            return
+        result = out.result(self.be.forwardable)
+        if result is not None and not self.closed:
+            self.client.write(result)
         if self.on_idle is not None and self.idle:
             self.on_idle()
-
-    def _write_client(self, out: list[bytes | memoryview], whole: bytes | None) -> None:
-        if self.closed:
-            return
-        if whole is not None:
-            self.client.write(whole)
-        elif out:
-            self.client.write(b"".join(out))
 
     @property
     def idle(self) -> bool:
@@ -392,7 +497,6 @@ class Relay:
 
     def _set_plan(self, plan: dict[int, CellRewrite] | None) -> None:
         self.plan = plan or None
-        self.be.watch[0x44] = 1 if self.plan else 0
 
     def _start_execute(self) -> None:
         """When an Execute becomes the head, switch row rewriting on for its portal."""
@@ -421,9 +525,8 @@ class Relay:
     def _track_server(self, f: Frame) -> bytes | None:
         """Steer by one backend message; return replacement bytes (b"" drops it) or None."""
         code = f.code
-        if code == 0x44:  # DataRow under a rewrite plan
-            assert self.plan is not None
-            return rewrite_row(f.raw, self.plan)
+        if code == 0x44:  # DataRow: rewritten only under a plan
+            return rewrite_row(f.raw, self.plan) if self.plan else None
         if code == 0x53:
             self._parameter(f)
             return None

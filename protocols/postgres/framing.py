@@ -1,42 +1,53 @@
-"""Framing state machines: arbitrary chunks of bytes in, whole messages (or pass-through spans) out.
+"""Framing state machines: arbitrary chunks of bytes in, whole messages out.
 
 ``StartupFramer`` handles the untyped startup-phase packets of a client. ``Framer`` handles the
 typed ``<code><int32 length><body>`` stream in either direction. It is built for a proxy's hot
-path: the caller names the message types it must see (``watch``), and everything else is handed
-back as spans of the caller's own buffer, never copied or decoded. A message that is not
-watched may be forwarded before its end has arrived; a watched one is held until it is whole,
-so nothing is forwarded before the caller has decided on it. The watch set may change between
-two messages (the caller iterates lazily), which is how a result rewrite is switched on for one
-statement's rows only.
+path: the caller names the message types it must see (``watch``) and gets back only those, as
+offsets into its own chunk; everything between them is the caller's bytes, to forward
+untouched, never copied or decoded. A message that is not watched may be forwarded before its
+end has arrived; a watched one is held back until it is whole, so nothing is forwarded before
+the caller has decided on it.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 from protocols.postgres.messages import MAX_STARTUP_PACKET, ProtocolViolation
 
 _LEN = struct.Struct("!i")
 _unpack_len = _LEN.unpack_from
 
+RELEASED = -1  # Frame.code of header bytes held back from an earlier chunk, then not watched
+
 
 class Frame:
-    """A whole watched message: ``code`` is the type byte as an int, ``body`` excludes the
-    header, ``raw`` is the complete message as it arrived (header included)."""
+    """A whole watched message.
 
-    __slots__ = ("code", "raw")
+    When ``start >= 0`` the message is ``buf[start:end]`` of the chunk just scanned. When it
+    began in an earlier chunk, ``start`` is -1, ``buf`` holds the whole message and ``end`` is
+    where it finishes in the current chunk (so ``buf`` stands for ``chunk[:end]``).
+    """
 
-    def __init__(self, code: int, raw: bytes | memoryview) -> None:
+    __slots__ = ("code", "start", "end", "buf")
+
+    def __init__(self, code: int, start: int, end: int, buf: bytes) -> None:
         self.code = code
-        self.raw = raw
+        self.start = start
+        self.end = end
+        self.buf = buf
+
+    @property
+    def raw(self) -> bytes:
+        return self.buf if self.start < 0 else self.buf[self.start:self.end]
 
     @property
     def body(self) -> bytes:
-        return bytes(self.raw[5:])
+        return self.raw[5:]
 
     def __repr__(self) -> str:
-        return f"Frame({chr(self.code)!r}, {len(self.raw) - 5} bytes)"
+        name = "released" if self.code == RELEASED else repr(chr(self.code))
+        return f"Frame({name}, start={self.start}, end={self.end})"
 
 
 class StartupFramer:
@@ -78,8 +89,9 @@ class Framer:
     """Typed-message framer for one direction of a session.
 
     ``watch`` is a 256-entry table: ``watch[code]`` true means the caller wants that message
-    whole. ``feed(data)`` yields, in stream order, ``memoryview`` spans of ``data`` to forward
-    verbatim and ``Frame`` objects for watched messages.
+    whole. ``scan(chunk)`` returns the watched messages completed by this chunk, in order.
+    The bytes of the chunk the caller may forward are ``chunk[:forwardable]``; the rest is
+    the start of a watched message (or a header) held back until the next chunk completes it.
     """
 
     def __init__(self, valid: bytes, max_message_size: int, direction: str) -> None:
@@ -92,8 +104,9 @@ class Framer:
         self._skip = 0                  # bytes still to pass of an unwatched message
         self._held = bytearray()        # partial header, or a partial watched message
         self._held_need = 0             # total size of the held watched message, 0 = header only
-        # True after a feed() whose output is not exactly its input in order (bytes held back
-        # or released from an earlier chunk): the caller cannot forward the chunk object whole.
+        self.forwardable = 0
+        # False when the output is exactly the chunk, in order: nothing held back, nothing
+        # released from an earlier chunk. Then the caller may forward the chunk object whole.
         self.spanned = False
 
     def set_watch(self, codes: bytes, on: bool = True) -> None:
@@ -111,20 +124,21 @@ class Framer:
                 f"{self.direction} message of {length} bytes exceeds the limit of "
                 f"{self.max_message_size} bytes")
 
-    def feed(self, data: bytes) -> Iterator[memoryview | Frame]:
+    def scan(self, data: bytes) -> list[Frame]:
         n = len(data)
-        view = memoryview(data)
         pos = 0
+        frames: list[Frame] = []
         self.spanned = bool(self._held)
         # 1. Finish what the previous chunk left open: a held header or watched message...
         if self._held:
             held = self._held
             if len(held) < 5:
                 take = min(5 - len(held), n)
-                held += view[:take]
+                held += data[:take]
                 pos = take
                 if len(held) < 5:
-                    return
+                    self.forwardable = 0
+                    return frames
                 code = held[0]
                 length = _unpack_len(held, 1)[0]
                 self._check(code, length)
@@ -132,27 +146,27 @@ class Framer:
                     self._held_need = length + 1
                 else:
                     self._held = bytearray()
-                    yield memoryview(bytes(held))
+                    frames.append(Frame(RELEASED, -1, pos, bytes(held)))
                     self._skip = length - 4
             if self._held:
                 take = min(self._held_need - len(held), n - pos)
-                held += view[pos:pos + take]
+                held += data[pos:pos + take]
                 pos += take
                 if len(held) < self._held_need:
-                    return
+                    self.forwardable = 0
+                    return frames
                 self._held = bytearray()
                 self._held_need = 0
-                yield Frame(held[0], bytes(held))
+                frames.append(Frame(held[0], -1, pos, bytes(held)))
         # ...or the rest of an unwatched message, forwarded as it comes.
-        start = pos
         if self._skip:
             take = min(self._skip, n - pos)
             self._skip -= take
             pos += take
             if self._skip:
-                yield view[start:] if start else view
-                return
-        # 2. Whole messages inside this chunk; ``watch`` is re-read after every yield.
+                self.forwardable = n
+                return frames
+        # 2. Whole messages inside this chunk.
         watch = self.watch
         valid = self._valid
         limit = self.max_message_size
@@ -165,10 +179,7 @@ class Framer:
             if watch[code]:
                 if end > n:
                     break
-                if pos > start:
-                    yield view[start:pos]
-                yield Frame(code, view[pos:end])
-                start = end
+                frames.append(Frame(code, pos, end, data))
             elif end > n:
                 self._skip = end - n
                 pos = n
@@ -177,13 +188,10 @@ class Framer:
         if pos < n:
             # A partial header, or the start of a watched message: hold it back.
             self.spanned = True
-            if pos > start:
-                yield view[start:pos]
-            self._held = bytearray(view[pos:])
+            self._held = bytearray(data[pos:])
             self._held_need = _unpack_len(data, pos + 1)[0] + 1 if n - pos >= 5 else 0
-            return
-        if pos > start:
-            yield view if start == 0 else view[start:pos]
+        self.forwardable = pos
+        return frames
 
     @property
     def idle(self) -> bool:
