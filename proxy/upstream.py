@@ -8,6 +8,7 @@ SCRAM-SHA-256 are supported; anything else fails with a message naming the metho
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import struct
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 
 from protocols.postgres import messages as m
 from protocols.postgres.scram import MECHANISM, ScramClient, ScramError, md5_password
-from proxy.config import Upstream
+from proxy.config import ConfigError, Upstream
 
 _HDR = struct.Struct("!ci")
+log = logging.getLogger("wiregate.upstream")
 MAX_AUTH_MESSAGE = 64 * 1024
 
 
@@ -90,7 +92,11 @@ async def open_raw(up: Upstream) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     if ctx is None:
         return reader, writer, False
     writer.write(m.SSLRequest().encode())
-    answer = await reader.readexactly(1)
+    try:
+        answer = await reader.readexactly(1)
+    except (asyncio.IncompleteReadError, OSError) as exc:
+        writer.close()
+        raise UpstreamError("upstream closed the connection during TLS negotiation") from exc
     if answer == b"S":
         try:
             await writer.start_tls(ctx, server_hostname=up.tls_server_name or up.host)
@@ -142,7 +148,13 @@ async def _login(up: Upstream, client_params: dict[str, str], reader: asyncio.St
                 assert isinstance(auth, m.Authentication)
                 if auth.kind == m.AUTH_OK:
                     continue
-                password = up.password.resolve()
+                try:
+                    password = up.password.resolve()
+                except ConfigError as exc:
+                    # The detail (a file path, a variable name) goes to the log, not the client.
+                    log.error("upstream credential unavailable", extra={"error": str(exc)})
+                    raise UpstreamError("the upstream credential is unavailable; see the "
+                                        "Wiregate log", "08006") from None
                 if auth.kind == m.AUTH_CLEARTEXT:
                     writer.write(m.PasswordMessage(m.cstr(password)).encode())
                 elif auth.kind == m.AUTH_MD5:
