@@ -173,7 +173,7 @@ def _listen(value: str, key: str) -> tuple[str, int]:
 
 
 def _positive(value: float, key: str, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not value >= 0 or (value == 0 and not allow_zero):  # "not >=" also refuses NaN
         raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
@@ -251,6 +251,8 @@ def _postgres(table: Any) -> PostgresListener:
     _positive(out.connect_timeout, f"{p}.connect_timeout")
     _positive(out.startup_timeout, f"{p}.startup_timeout")
     _positive(out.idle_timeout, f"{p}.idle_timeout", allow_zero=True)
+    for k in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
+        _positive(getattr(out, k), f"{p}.{k}")  # setsockopt refuses 0 at connect time
     if out.max_message_size < 1024:
         raise ConfigError(f"{p}.max_message_size", "must be at least 1024 bytes")
     return out

@@ -24,7 +24,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from policies.decision import Allow, CellRewrite, Column, Decision, Deny, Hold, Statement

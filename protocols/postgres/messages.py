@@ -200,7 +200,7 @@ class Parse:
 
     def encode(self) -> bytes:
         body = cstr(self.name) + cstr(self.sql) + _H.pack(len(self.param_types))
-        body += b"".join(_I.pack(t) for t in self.param_types)
+        body += b"".join(struct.pack("!I", t & 0xFFFFFFFF) for t in self.param_types)
         return frame(b"P", body)
 
 
@@ -313,7 +313,7 @@ class FunctionCall:
     code = b"F"
 
     def encode(self) -> bytes:
-        out = [_I.pack(self.function_oid), _H.pack(len(self.arg_formats))]
+        out = [struct.pack("!I", self.function_oid & 0xFFFFFFFF), _H.pack(len(self.arg_formats))]
         out += [_H.pack(f) for f in self.arg_formats]
         out.append(_H.pack(len(self.args)))
         for a in self.args:
@@ -445,7 +445,7 @@ class Authentication:
 
     @property
     def mechanisms(self) -> list[str]:
-        return [m.decode() for m in self.payload.split(b"\0") if m]
+        return [m.decode("utf-8", "replace") for m in self.payload.split(b"\0") if m]
 
 
 def auth_ok() -> bytes:

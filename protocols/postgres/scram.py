@@ -180,10 +180,14 @@ class ScramClient:
         text = server_first.decode("utf-8", "replace")
         attrs = _parse_attrs(text)
         nonce, salt_b64, iters = attrs.get("r", ""), attrs.get("s", ""), attrs.get("i", "")
-        if not nonce.startswith(self._cnonce) or not salt_b64 or not iters.isdigit():
+        if (not nonce.startswith(self._cnonce) or not salt_b64 or not iters.isascii()
+                or not iters.isdigit() or int(iters) < 1):
             raise ScramError("malformed server-first-message from upstream")
-        salted = hashlib.pbkdf2_hmac("sha256", self._password, base64.b64decode(salt_b64),
-                                     int(iters))
+        try:
+            salt = base64.b64decode(salt_b64, validate=True)
+        except ValueError as exc:
+            raise ScramError("malformed server-first-message from upstream") from exc
+        salted = hashlib.pbkdf2_hmac("sha256", self._password, salt, int(iters))
         client_key = _hmac(salted, b"Client Key")
         without_proof = f"c=biws,r={nonce}"
         auth_message = f"{self._client_first_bare},{text},{without_proof}".encode()
@@ -195,7 +199,10 @@ class ScramClient:
         attrs = _parse_attrs(server_final.decode("utf-8", "replace"))
         if "e" in attrs:
             raise ScramError(f"upstream rejected SCRAM: {attrs['e']}")
-        got = base64.b64decode(attrs.get("v", ""))
+        try:
+            got = base64.b64decode(attrs.get("v", ""), validate=True)
+        except ValueError as exc:
+            raise ScramError("malformed server-final-message from upstream") from exc
         if not hmac.compare_digest(got, self._server_signature):
             raise ScramError("upstream server signature does not verify")
 
