@@ -251,8 +251,11 @@ def _postgres(table: Any) -> PostgresListener:
     _positive(out.connect_timeout, f"{p}.connect_timeout")
     _positive(out.startup_timeout, f"{p}.startup_timeout")
     _positive(out.idle_timeout, f"{p}.idle_timeout", allow_zero=True)
-    for k in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
-        _positive(getattr(out, k), f"{p}.{k}")  # setsockopt refuses 0 at connect time
+    for k, top in (("keepalive_idle", 32767), ("keepalive_interval", 32767),
+                   ("keepalive_count", 127)):
+        value = getattr(out, k)
+        if not 0 < value <= top:  # Linux's setsockopt refuses anything else at connect time
+            raise ConfigError(f"{p}.{k}", f"must be between 1 and {top}, got {value}")
     if out.max_message_size < 1024:
         raise ConfigError(f"{p}.max_message_size", "must be at least 1024 bytes")
     return out

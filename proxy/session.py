@@ -310,7 +310,7 @@ class Session:
     async def _authenticate(self, user: str) -> None:
         client_user: ClientUser | None = self.worker.users.get(user)
         verifier = parse_verifier(client_user.scram_verifier) if client_user else None
-        scram = ScramServer(verifier)
+        scram = ScramServer(verifier, user)
         failed = StartupFailed("28P01", f"password authentication failed for user \"{user}\"")
         self.writer.write(m.auth_sasl([MECHANISM]))
         try:

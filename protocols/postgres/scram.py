@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 MECHANISM = "SCRAM-SHA-256"
 DEFAULT_ITERATIONS = 4096
+_MOCK_KEY = secrets.token_bytes(32)  # per process (shared by forked workers)
 
 
 class ScramError(Exception):
@@ -102,12 +103,14 @@ def _parse_attrs(msg: str) -> dict[str, str]:
 class ScramServer:
     """Server side: verify a client's proof against a stored verifier."""
 
-    def __init__(self, verifier: Verifier | None) -> None:
+    def __init__(self, verifier: Verifier | None, user: str = "") -> None:
         # With no verifier (unknown user) run a mock exchange so timing and messages do not
-        # reveal whether the user exists; it always fails at the proof.
+        # reveal whether the user exists; it always fails at the proof. The mock salt is
+        # stable per user name, as a real user's salt is, so two attempts cannot tell apart.
         self._mock = verifier is None
-        self._v = verifier or Verifier(DEFAULT_ITERATIONS, secrets.token_bytes(16),
+        self._v = verifier or Verifier(DEFAULT_ITERATIONS, _hmac(_MOCK_KEY, user.encode())[:16],
                                        secrets.token_bytes(32), secrets.token_bytes(32))
+        self._cbind = ""
         self._client_first_bare = ""
         self._server_first = ""
         self._nonce = ""
@@ -126,6 +129,7 @@ class ScramServer:
         if len(parts) != 3:
             raise ScramError("malformed client-first-message")
         self._client_first_bare = parts[2]
+        self._cbind = base64.b64encode((parts[0] + "," + parts[1] + ",").encode()).decode()
         attrs = _parse_attrs(self._client_first_bare)
         cnonce = attrs.get("r", "")
         if not cnonce:
@@ -146,7 +150,7 @@ class ScramServer:
         attrs = _parse_attrs(without_proof)
         if attrs.get("r") != self._nonce:
             raise ScramError("nonce mismatch")
-        if attrs.get("c") not in ("biws", "eSws"):  # "n,," or "y,," base64
+        if attrs.get("c") != self._cbind:  # must echo the client-first GS2 header
             raise ScramError("unexpected channel binding data")
         try:
             proof = base64.b64decode(proof_b64, validate=True)
