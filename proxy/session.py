@@ -433,7 +433,11 @@ class _ServerSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         relay = self.relay
-        if not relay.closed:
+        if relay.closed:
+            return
+        if relay.terminating:  # the client said goodbye; the server closing is the answer
+            relay.session.close()
+        else:
             log.warning("upstream connection lost", extra={"session": relay.session.id})
             relay.session.close(m.error(
                 "08006", "wiregate: connection to the upstream server was lost",
