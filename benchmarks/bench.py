@@ -802,8 +802,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--modes", default=",".join(ALL_MODES), help="pgbench -M modes")
     ap.add_argument("--clients", default=None, help="comma-separated client counts (10,50)")
     ap.add_argument("--threads", type=int, default=2, help="pgbench -j (2)")
-    ap.add_argument("--workers", "--wiregate-workers", dest="workers", type=int, default=2,
-                    help="Wiregate [server] workers (2)")
+    ap.add_argument("--workers", "--wiregate-workers", dest="workers", type=int, default=1,
+                    help="Wiregate [server] workers (1: on 2 cores one process spends less "
+                         "CPU per transaction than two)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up seconds per target (5)")
     ap.add_argument("--bulk-runs", type=int, default=None,
                     help="bulk reads per target, median taken (max(runs, 5); 1 with --quick)")
