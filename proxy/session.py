@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.decision import Decision, Deny, Hold, Policy, SessionInfo, Statement
 from protocols.postgres import messages as m
+from protocols.postgres.framing import StartupFramer
 from protocols.postgres.scram import MECHANISM, ScramError, ScramServer, parse_verifier
 from proxy.config import ClientUser, PostgresListener, Upstream
 from proxy.relay import HIGH_WATER, Relay
@@ -56,11 +57,9 @@ class StartupFailed(Exception):
 
 
 async def _read_packet(reader: asyncio.StreamReader) -> bytes:
+    """One startup-phase packet, read exactly so nothing after it is consumed."""
     hdr = await reader.readexactly(4)
-    length = struct.unpack("!i", hdr)[0]
-    if length < 8 or length > m.MAX_STARTUP_PACKET:
-        raise m.ProtocolViolation(f"invalid length of startup packet: {length}")
-    return hdr + await reader.readexactly(length - 4)
+    return hdr + await reader.readexactly(StartupFramer.packet_length(hdr) - 4)
 
 
 async def _read_typed(reader: asyncio.StreamReader, expect: bytes) -> bytes:

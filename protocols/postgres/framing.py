@@ -65,14 +65,20 @@ class StartupFramer:
         self._buf += data
         if len(self._buf) < 4:
             return None
-        length = _unpack_len(self._buf, 0)[0]
-        if length < 8 or length > MAX_STARTUP_PACKET:
-            raise ProtocolViolation(f"invalid length of startup packet: {length}")
+        length = self.packet_length(self._buf[:4])
         if len(self._buf) < length:
             return None
         packet = bytes(self._buf[:length])
         del self._buf[:length]
         return packet
+
+    @staticmethod
+    def packet_length(header: bytes | bytearray) -> int:
+        """Length of the packet a 4-byte header announces, refused outside 8..10,000."""
+        length: int = _unpack_len(header, 0)[0]
+        if length < 8 or length > MAX_STARTUP_PACKET:
+            raise ProtocolViolation(f"invalid length of startup packet: {length}")
+        return length
 
     def leftover(self) -> bytes:
         """Bytes after the packet (a client pipelining into TLS or its first message)."""
