@@ -27,7 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from policies.decision import Allow, CellRewrite, Column, Decision, Deny, Hold, Statement
+from policies.decision import (
+    Allow,
+    CellRewrite,
+    Column,
+    Decision,
+    Deny,
+    Hold,
+    ResultTransform,
+    Statement,
+)
 from protocols.postgres import messages as m
 from protocols.postgres.framing import RELEASED, VALID_BACKEND, VALID_FRONTEND, Frame, Framer
 
@@ -49,7 +58,7 @@ _ENDS_BATCH = (SYNC, QUERY, FUNCTION)
 
 @dataclass
 class PreparedInfo:
-    transform: object | None = None
+    transform: ResultTransform | None = None
     fields: bytes | None = None        # RowDescription body, decoded only when rewriting
 
 
@@ -63,7 +72,7 @@ class PortalInfo:
 @dataclass
 class Pending:
     kind: int
-    transform: object | None = None    # QUERY: the statement's result transform
+    transform: ResultTransform | None = None  # QUERY: the statement's result transform
     prepared: PreparedInfo | None = None
     portal: PortalInfo | None = None
     swallow: bool = False              # injected Describe: response is Wiregate's only
@@ -516,7 +525,7 @@ class Relay:
         else:
             self._set_plan(None)
             return
-        self._set_plan(transform.plan(cols))  # type: ignore[attr-defined]
+        self._set_plan(transform.plan(cols))
 
     def _pop(self) -> None:
         self.pending.popleft()
@@ -558,7 +567,7 @@ class Relay:
                     head.portal.fields = f.body
                 self._pop()
             elif kind == QUERY and head.transform is not None:
-                self._set_plan(head.transform.plan(_columns(f.body)))  # type: ignore[attr-defined]
+                self._set_plan(head.transform.plan(_columns(f.body)))
         elif code == 0x6E and kind in (DESCRIBE_S, DESCRIBE_P):  # NoData
             swallow = head.swallow
             self._pop()

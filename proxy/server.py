@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -24,6 +25,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from policies.decision import AllowAll, Policy
+from protocols.postgres.messages import error
 from proxy import logs
 from proxy.config import Config, PostgresListener
 from proxy.session import Approver, NoApprover, Session
@@ -76,7 +78,6 @@ class Worker:
         self._server: asyncio.base_events.Server | None = None
         self._cancel_sock: socket.socket | None = None
         self.shutting_down = False
-        self.denied_total = 0
         self.stopped = asyncio.Event()
 
     # -- bookkeeping used by sessions ------------------------------------------------------
@@ -88,7 +89,7 @@ class Worker:
             if pid not in self.sessions and pid != 0:
                 break
         self.sessions[pid] = session
-        return pid, session.new_secret()
+        return pid, secrets.randbits(32)
 
     def unregister(self, session: Session) -> None:
         if session.key is not None:
@@ -99,9 +100,6 @@ class Worker:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def metrics_denied(self) -> None:
-        self.denied_total += 1
 
     async def cancel(self, pid: int, secret: int) -> None:
         owner = pid >> 24
@@ -196,8 +194,6 @@ class Worker:
         while self.all_sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self.all_sessions):
-            from protocols.postgres.messages import error
-
             session.close(error("57P01", "terminating connection due to administrator command",
                                 severity="FATAL"))
         await asyncio.sleep(0)

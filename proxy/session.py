@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import secrets
 import ssl
 import struct
 import time
@@ -141,7 +140,6 @@ class Session:
 
     def denied(self, statement: Statement, decision: Deny) -> None:
         self.denials += 1
-        self.worker.metrics_denied()
         log.info("statement denied", extra={
             "session": self.id, "user": self.info.user, "source": statement.source,
             "sqlstate": decision.sqlstate, "rule": decision.rule})
@@ -330,7 +328,7 @@ class Session:
         assert self.up is not None
         client_t: Any = self.writer.transport
         server_t: Any = self.up.writer.transport
-        relay = Relay(self, client_t, server_t,  # type: ignore[arg-type]
+        relay = Relay(self, client_t, server_t,
                       bool(getattr(self.policy, "tracks_results", False)))
         self.relay = relay
         client_t.set_protocol(_ClientSide(relay))
@@ -387,9 +385,6 @@ class Session:
             "bytes_from_client": relay.bytes_up if relay else 0,
             "bytes_to_client": relay.bytes_down if relay else 0,
             "denied": self.denials})
-
-    def new_secret(self) -> int:
-        return secrets.randbits(32)
 
 
 class _ClientSide(asyncio.Protocol):
