@@ -7,6 +7,7 @@ so ``wiregate check-config`` is useful on its own.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,12 @@ def _upstream(name: str, table: Any, prefix: str) -> Upstream:
         raise ConfigError(f"{prefix}.tls_ca_file", "is required when tls = \"verify-full\"")
     if ca and not Path(ca).is_file():
         raise ConfigError(f"{prefix}.tls_ca_file", f"file {ca} does not exist")
+    if ca:
+        try:
+            ssl.create_default_context(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{prefix}.tls_ca_file",
+                              f"cannot load CA certificates: {exc}") from None
     return Upstream(
         name=name,
         host=host,
@@ -229,6 +236,12 @@ def _postgres(table: Any) -> PostgresListener:
     for k, f in (("tls_cert_file", cert), ("tls_key_file", key)):
         if f and not Path(f).is_file():
             raise ConfigError(f"{p}.{k}", f"file {f} does not exist")
+    if cert and key:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{p}.tls_cert_file",
+                              f"cannot load the certificate and key: {exc}") from None
     require_tls = _take(table, "require_tls", p, bool, False)
     if require_tls and not cert:
         raise ConfigError(f"{p}.require_tls", "needs tls_cert_file and tls_key_file")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from protocols.postgres.scram import ScramClient, ScramServer, make_verifier, parse_verifier
+from proxy.certs import generate_self_signed, write_pair
 from proxy.config import ConfigError, Secret, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,10 +163,13 @@ def test_errors_name_the_key(changes: dict[str, Any], key: str, message: str) ->
     assert message in str(exc)
 
 
+def _pem_pair(directory: Path) -> tuple[Path, Path]:
+    """A real certificate and key, since the config loads them to validate."""
+    return write_pair(directory, "c", *generate_self_signed(["127.0.0.1"]))
+
+
 def test_cert_and_key_go_together(tmp_path: Path) -> None:
-    cert, key = tmp_path / "c.crt", tmp_path / "c.key"
-    cert.write_text("cert")
-    key.write_text("key")
+    cert, key = _pem_pair(tmp_path)
     exc = problem(config(postgres__tls_cert_file=str(cert)))
     assert exc.key == "postgres.tls_key_file" and "go together" in exc.problem
     exc = problem(config(postgres__tls_key_file=str(key)))
@@ -179,8 +183,7 @@ def test_cert_and_key_go_together(tmp_path: Path) -> None:
 
 
 def test_verify_full_with_ca(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("ca")
+    ca, _ = _pem_pair(tmp_path)
     cfg = parse_config(config(postgres__databases__test__tls="verify-full",
                               postgres__databases__test__tls_ca_file=str(ca)))
     assert cfg.postgres is not None
@@ -249,12 +252,13 @@ def write_config(path: Path, body: str) -> Path:
 def test_load_config_resolves_relative_files_against_config_dir(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "etc" / "wiregate"
-    for name, text in (("tls/server.crt", "c"), ("tls/server.key", "k"), ("tls/ca.pem", "ca"),
-                       ("secrets/pw", "upstream-pw\n")):
+    cert_pem, key_pem = generate_self_signed(["127.0.0.1"])
+    for name, data in (("tls/server.crt", cert_pem), ("tls/server.key", key_pem),
+                       ("tls/ca.pem", cert_pem), ("secrets/pw", b"upstream-pw\n")):
         (conf / name).parent.mkdir(parents=True, exist_ok=True)
-        (conf / name).write_text(text)
+        (conf / name).write_bytes(data)
     absolute_ca = tmp_path / "abs-ca.pem"
-    absolute_ca.write_text("ca")
+    absolute_ca.write_bytes(cert_pem)
     path = write_config(conf / "wiregate.toml", f"""
 [postgres]
 tls_cert_file = "tls/server.crt"
@@ -412,3 +416,18 @@ def test_cli_passwd_empty_refused() -> None:
     assert r.returncode == 1
     assert "empty password refused" in r.stderr
     assert r.stdout == ""
+
+
+def test_unloadable_tls_files_are_config_errors(tmp_path: Path) -> None:
+    """A certificate that is not one fails check-config, not every worker at start-up."""
+    cert = tmp_path / "bad.crt"
+    key = tmp_path / "bad.key"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    err = problem(config(postgres__tls_cert_file=str(cert), postgres__tls_key_file=str(key)))
+    assert err.key == "postgres.tls_cert_file"
+    assert "cannot load the certificate and key" in str(err)
+    err = problem(config(postgres__databases__test__tls="verify-full",
+                         postgres__databases__test__tls_ca_file=str(cert)))
+    assert err.key == f"{DB}.tls_ca_file"
+    assert "cannot load CA certificates" in str(err)
