@@ -397,6 +397,11 @@ class Relay:
         self.client.pause_reading()
         self.session.hold(stmt, decision, self._resume)
 
+    def cancel_hold(self) -> None:
+        """A cancel request while a statement waits for approval refuses that statement."""
+        self._resume(Deny("57014", "canceling statement due to user request",
+                          detail="The statement was waiting for approval and did not run."))
+
     def _resume(self, decision: Decision) -> None:
         work = self.held
         if work is None or self.closed:

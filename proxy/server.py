@@ -111,9 +111,13 @@ class Worker:
                 _CANCEL.pack(*session.key), _CANCEL.pack(pid, secret)):
             log.info("cancel request for unknown key ignored")
             return
+        log.info("cancel request", extra={"session": session.id})
+        relay = session.relay
+        if relay is not None and relay.held is not None:
+            relay.cancel_hold()  # nothing runs upstream yet: the wait itself is cancelled
+            return
         up = session.up
         assert up is not None and session.upstream is not None
-        log.info("cancel request", extra={"session": session.id})
         try:
             await send_cancel(session.upstream, up.process_id, up.secret_key, up.tls)
         except Exception as exc:  # the client gets no answer to a cancel either way

@@ -380,3 +380,22 @@ def test_untouched_results_are_forwarded_byte_for_byte(
     with psycopg.connect(pg_target().dsn(), autocommit=True) as direct:
         assert a == direct.execute(sql).fetchall()
         assert b == direct.cursor(binary=True).execute(sql).fetchall()
+
+
+def test_cancel_while_held_abandons_the_statement(
+        proxy_factory: Callable[..., ThreadedProxy]) -> None:
+    class SlowApprover:
+        async def request(self, statement: Statement, session: SessionInfo,
+                          hold: Hold) -> Decision:
+            await asyncio.sleep(30)
+            return ALLOW
+
+    p = proxy_factory(policy=HoldUpdates(), approver=SlowApprover())
+    with psycopg.connect(client_dsn(p.port), autocommit=True) as conn:
+        _setup_table(conn, "wg_hold_cancel")
+        timer = threading.Timer(0.5, conn.cancel_safe)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("UPDATE wg_hold_cancel SET v = 'x' WHERE id = 1")
+        timer.join()
+        assert conn.execute("SELECT v FROM wg_hold_cancel WHERE id = 1").fetchone() == ("one",)
