@@ -1,27 +1,49 @@
 """A minimal blocking PostgreSQL client over a raw socket, built on the sans-IO codec.
 
 Tests use it where a driver would hide what they need to see: exact messages, malformed
-bytes, or reading a huge result at a chosen pace without buffering it.
+bytes, the cancel key, the SQLSTATE of a failed login, or reading a huge result at a chosen
+pace without buffering it.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 
 from protocols.postgres import messages as m
-from protocols.postgres.scram import ScramClient
+from protocols.postgres.scram import MECHANISM, ScramClient, ScramError
+from tests.conftest import CLIENT_PASSWORD, CLIENT_USER
 
 
 class RawClient:
-    def __init__(self, port: int, user: str = "demo", password: str = "demo",
-                 database: str = "test", timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
+    """A frontend on ``peer``: a port on 127.0.0.1, or a socket already connected (for one
+    that has been through a GSSENCRequest first). With ``tls`` the connection is upgraded with
+    SSLRequest before anything else is sent."""
+
+    def __init__(self, peer: int | socket.socket, user: str = CLIENT_USER,
+                 password: str = CLIENT_PASSWORD, database: str = "test", timeout: float = 10.0,
+                 *, tls: ssl.SSLContext | None = None) -> None:
+        if isinstance(peer, socket.socket):
+            sock = peer
+        else:
+            sock = socket.create_connection(("127.0.0.1", peer), timeout=timeout)
+        if tls is not None:
+            sock.sendall(m.SSLRequest().encode())
+            assert sock.recv(1) == b"S"
+            sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+        self.sock = sock
+        self.buf = bytearray()
+        self.timeout = timeout
         self.user, self.password, self.database = user, password, database
+        self.params: dict[str, str] = {}
+        self.key: tuple[int, int] | None = None  # BackendKeyData: process id, secret
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def send_query(self, sql: str) -> None:
+        self.send(m.Query(sql).encode())
 
     def recv_message(self) -> tuple[bytes, bytes]:
         while len(self.buf) < 5:
@@ -29,9 +51,14 @@ class RawClient:
         code, length = struct.unpack("!ci", self.buf[:5])
         while len(self.buf) < length + 1:
             self._fill()
-        body = self.buf[5:length + 1]
-        self.buf = self.buf[length + 1:]
+        body = bytes(self.buf[5:length + 1])
+        del self.buf[:length + 1]
         return code, body
+
+    def read(self) -> tuple[bytes, object]:
+        """The next message, decoded, with its type code."""
+        code, body = self.recv_message()
+        return code, m.decode_backend(code, body)
 
     def _fill(self) -> None:
         chunk = self.sock.recv(65536)
@@ -39,35 +66,61 @@ class RawClient:
             raise ConnectionError("connection closed by peer")
         self.buf += chunk
 
-    def login(self) -> dict[str, str]:
+    def startup(self) -> list[tuple[bytes, object]]:
+        """Run the startup exchange (SCRAM, or none for trust) up to ReadyForQuery or an
+        ErrorResponse, or until the server's SCRAM message cannot be answered; return every
+        message seen. ParameterStatus and BackendKeyData are kept in ``params`` and ``key``."""
         self.send(m.StartupMessage({"user": self.user, "database": self.database}).encode())
         scram = ScramClient(self.password)
-        params: dict[str, str] = {}
+        seen: list[tuple[bytes, object]] = []
         while True:
-            code, body = self.recv_message()
-            msg = m.decode_backend(code, body)
+            code, msg = self.read()
+            seen.append((code, msg))
             if isinstance(msg, m.Authentication):
                 if msg.kind == m.AUTH_SASL:
-                    self.send(m.SASLInitialResponse("SCRAM-SHA-256", scram.first()).encode())
+                    self.send(m.SASLInitialResponse(MECHANISM, scram.first()).encode())
                 elif msg.kind == m.AUTH_SASL_CONTINUE:
-                    self.send(m.SASLResponse(scram.final(msg.payload)).encode())
+                    try:
+                        self.send(m.SASLResponse(scram.final(msg.payload)).encode())
+                    except ScramError:
+                        return seen
                 elif msg.kind == m.AUTH_SASL_FINAL:
                     scram.verify(msg.payload)
             elif isinstance(msg, m.ParameterStatus):
-                params[msg.name] = msg.value
-            elif isinstance(msg, m.ErrorResponse):
-                raise RuntimeError(f"login failed: {msg.fields}")
-            elif isinstance(msg, m.ReadyForQuery):
-                return params
+                self.params[msg.name] = msg.value
+            elif isinstance(msg, m.BackendKeyData):
+                self.key = (msg.process_id, msg.secret_key)
+            elif code in (b"E", b"Z"):
+                return seen
+
+    def login(self) -> dict[str, str]:
+        """Log in; return the server's ParameterStatus values."""
+        seen = self.startup()
+        code, msg = seen[-1]
+        if not isinstance(msg, m.ReadyForQuery):
+            raise RuntimeError(f"login failed: {getattr(msg, 'fields', msg)}")
+        return self.params
+
+    def results(self) -> list[tuple[bytes, object]]:
+        """Messages with their type codes, up to and including ReadyForQuery."""
+        out: list[tuple[bytes, object]] = []
+        while True:
+            code, msg = self.read()
+            out.append((code, msg))
+            if code == b"Z":
+                return out
 
     def until_ready(self) -> list[object]:
-        out: list[object] = []
-        while True:
-            code, body = self.recv_message()
-            msg = m.decode_backend(code, body)
-            out.append(msg)
-            if isinstance(msg, m.ReadyForQuery):
-                return out
+        return [msg for _, msg in self.results()]
+
+    def scalar(self, sql: str) -> str:
+        """Run a query that returns one value; return it as text."""
+        self.send_query(sql)
+        rows = [msg for code, msg in self.results() if code == b"D"]
+        assert len(rows) == 1 and isinstance(rows[0], m.DataRow), rows
+        value = rows[0].values[0]
+        assert value is not None
+        return bytes(value).decode()
 
     def error(self) -> m.ErrorResponse | None:
         """Read until an ErrorResponse or the connection closes; return the error if any."""
@@ -80,6 +133,32 @@ class RawClient:
                     return msg
         except (ConnectionError, OSError):
             return None
+
+    def nothing_arrives_for(self, seconds: float) -> bool:
+        """True if the peer sends nothing for ``seconds``; what does arrive is kept."""
+        self.sock.settimeout(seconds)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return True
+        finally:
+            self.sock.settimeout(self.timeout)
+        self.buf.extend(data)
+        return False
+
+    def closed_by_peer(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionError, ssl.SSLError):
+            return True
+
+    def read_to_close(self) -> bytes:
+        """Everything the peer sends (after what is already read) until it closes."""
+        out = bytes(self.buf)
+        self.buf.clear()
+        while chunk := self.sock.recv(65536):
+            out += chunk
+        return out
 
     def close(self) -> None:
         try:

@@ -21,9 +21,9 @@ import psycopg
 import pytest
 
 from protocols.postgres import messages as m
-from protocols.postgres.scram import MECHANISM, ScramClient
 from proxy.server import ThreadedProxy
-from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, ProxyProcess, client_dsn
+from tests.conftest import ProxyProcess, client_dsn
+from tests.pgwire import RawClient
 
 pytestmark = pytest.mark.postgres
 
@@ -57,87 +57,12 @@ def _sleep_then_cancel(conn: psycopg.Connection[Any], cancel: Callable[[], None]
 # -- a raw frontend: psycopg does not expose the cancel secret --------------------------------
 
 
-class Wire:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.key: tuple[int, int] | None = None
-
-    @classmethod
-    def login(cls, port: int) -> Wire:
-        w = cls(socket.create_connection(("127.0.0.1", port), timeout=10))
-        w.sock.sendall(m.StartupMessage({"user": CLIENT_USER, "database": "test"}).encode())
-        scram = ScramClient(CLIENT_PASSWORD)
-        while True:
-            code, msg = w.read()
-            if isinstance(msg, m.Authentication):
-                if msg.kind == m.AUTH_SASL:
-                    w.sock.sendall(m.SASLInitialResponse(MECHANISM, scram.first()).encode())
-                elif msg.kind == m.AUTH_SASL_CONTINUE:
-                    w.sock.sendall(m.SASLResponse(scram.final(msg.payload)).encode())
-                elif msg.kind == m.AUTH_SASL_FINAL:
-                    scram.verify(msg.payload)
-            elif isinstance(msg, m.BackendKeyData):
-                w.key = (msg.process_id, msg.secret_key)
-            elif code == b"E":
-                raise AssertionError(f"login failed: {msg}")
-            elif code == b"Z":
-                assert w.key is not None, "no BackendKeyData before ReadyForQuery"
-                return w
-
-    def read(self) -> tuple[bytes, object]:
-        while True:
-            if len(self.buf) >= 5:
-                code, length = struct.unpack("!ci", bytes(self.buf[:5]))
-                if len(self.buf) >= length + 1:
-                    body = bytes(self.buf[5:length + 1])
-                    del self.buf[:length + 1]
-                    return code, m.decode_backend(code, body)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed by Wiregate")
-            self.buf.extend(chunk)
-
-    def send_query(self, sql: str) -> None:
-        body = sql.encode() + b"\0"
-        self.sock.sendall(b"Q" + struct.pack("!i", len(body) + 4) + body)
-
-    def results(self) -> list[tuple[bytes, object]]:
-        """Messages up to and including ReadyForQuery."""
-        out = []
-        while True:
-            code, msg = self.read()
-            out.append((code, msg))
-            if code == b"Z":
-                return out
-
-    def scalar(self, sql: str) -> str:
-        self.send_query(sql)
-        rows = [msg for code, msg in self.results() if code == b"D"]
-        assert len(rows) == 1 and isinstance(rows[0], m.DataRow), rows
-        value = rows[0].values[0]
-        assert value is not None
-        return bytes(value).decode()
-
-    def nothing_arrives_for(self, seconds: float) -> bool:
-        self.sock.settimeout(seconds)
-        try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
-            return True
-        finally:
-            self.sock.settimeout(10)
-        self.buf.extend(data)
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @contextmanager
-def raw_session(port: int) -> Iterator[Wire]:
-    w = Wire.login(port)
+def raw_session(port: int) -> Iterator[RawClient]:
+    w = RawClient(port)
     try:
+        w.login()
+        assert w.key is not None, "no BackendKeyData before ReadyForQuery"
         yield w
     finally:
         w.close()
@@ -145,20 +70,20 @@ def raw_session(port: int) -> Iterator[Wire]:
 
 def _send_cancel(port: int, pid: int, secret: int) -> bytes:
     """Send a CancelRequest; return whatever comes back before Wiregate closes (nothing)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(_cancel_packet(pid, secret))
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-        return data
+    c = RawClient(port)
+    try:
+        c.send(_cancel_packet(pid, secret))
+        return c.read_to_close()
+    finally:
+        c.close()
 
 
-def _expect_cancelled(w: Wire, within: float) -> None:
+def _expect_cancelled(w: RawClient, within: float) -> None:
     w.sock.settimeout(within)
     try:
         msgs = w.results()
     finally:
-        w.sock.settimeout(10)
+        w.sock.settimeout(w.timeout)
     errors = [msg for code, msg in msgs if code == b"E"]
     assert len(errors) == 1 and isinstance(errors[0], m.ErrorResponse), msgs
     assert errors[0].fields["C"] == "57014", errors[0].fields

@@ -10,10 +10,8 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import socket
-import struct
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -21,10 +19,11 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from policies.decision import Allow, CellRewrite, Column, Decision, SessionInfo, Statement
-from protocols.postgres.scram import ScramClient
+from protocols.postgres import messages as m
 from proxy.server import ThreadedProxy
 from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, PgTarget, ProxyProcess, pg_target
+from tests.pgwire import RawClient
+from tests.policies import TrackEverything
 
 pytestmark = pytest.mark.postgres
 
@@ -78,20 +77,6 @@ def _server(sql: str) -> Any:
     return asyncio.run(main())
 
 
-class _EveryCell:
-    def plan(self, columns: Sequence[Column]) -> dict[int, CellRewrite]:
-        return {c.index: (lambda v: v) for c in columns}
-
-
-class _TrackEverything:
-    """Identity rewrite of every cell: the relay tracks every response and re-encodes rows."""
-
-    tracks_results = True
-
-    def decide(self, statement: Statement, info: SessionInfo) -> Decision:
-        return Allow(transform=_EveryCell())
-
-
 @pytest.fixture(params=["pass-through", "rewriting-relay", "wiregate-serve"])
 def port(request: pytest.FixtureRequest, proxy_factory: Callable[..., ThreadedProxy]) -> int:
     """The in-process relay, the same with an identity rewrite of every cell, and
@@ -99,7 +84,7 @@ def port(request: pytest.FixtureRequest, proxy_factory: Callable[..., ThreadedPr
     if request.param == "wiregate-serve":
         proc: ProxyProcess = request.getfixturevalue("proxy_process")(server={"workers": 2})
         return proc.port
-    policy = _TrackEverything() if request.param == "rewriting-relay" else None
+    policy = TrackEverything() if request.param == "rewriting-relay" else None
     return proxy_factory(policy=policy).port
 
 
@@ -283,53 +268,22 @@ def test_pool_of_five_concurrent_queries(port: int) -> None:
 # -- Terminate: asyncpg's close() sends Terminate and waits for the server to close ----------
 
 
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("connection closed during login")
-        buf += chunk
-    return buf
-
-
-def _raw_login(port: int, user: str, password: str, dbname: str) -> socket.socket:
-    """Log in over a plain socket (trust or SCRAM) and read up to the first ReadyForQuery."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    params = f"user\0{user}\0database\0{dbname}\0\0".encode()
-    s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-    scram = ScramClient(password)
-    while True:
-        code, length = struct.unpack("!ci", _recv_exact(s, 5))
-        body = _recv_exact(s, length - 4)
-        if code == b"R":
-            kind = struct.unpack("!i", body[:4])[0]
-            if kind == 10:  # SASL
-                first = scram.first()
-                payload = b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first
-                s.sendall(b"p" + struct.pack("!i", 4 + len(payload)) + payload)
-            elif kind == 11:  # SASL continue
-                final = scram.final(body[4:])
-                s.sendall(b"p" + struct.pack("!i", 4 + len(final)) + final)
-        elif code == b"E":
-            raise AssertionError(f"login failed: {body!r}")
-        elif code == b"Z":
-            return s
-
-
-def _bytes_after_terminate(s: socket.socket) -> bytes:
-    """Send Terminate, keep our side open, and collect everything until the peer closes."""
-    with s:
-        s.sendall(b"X\0\0\0\4")
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-        return out
+def _bytes_after_terminate(c: RawClient) -> bytes:
+    """Log in, send Terminate, keep our side open, and collect everything until the peer
+    closes."""
+    try:
+        c.login()
+        c.send(m.Terminate().encode())
+        return c.read_to_close()
+    finally:
+        c.close()
 
 
 def test_terminate_then_wait_gets_clean_close(port: int, pg: PgTarget) -> None:
-    assert _bytes_after_terminate(_raw_login(pg.port, pg.user, pg.password, pg.dbname)) == b""
-    assert _bytes_after_terminate(_raw_login(port, CLIENT_USER, CLIENT_PASSWORD, "test")) == b""
+    direct = RawClient(pg.port, user=pg.user, password=pg.password, database=pg.dbname,
+                       timeout=5)
+    assert _bytes_after_terminate(direct) == b""
+    assert _bytes_after_terminate(RawClient(port, timeout=5)) == b""
 
 
 def test_asyncpg_close_logs_no_lost_upstream(proxy: ThreadedProxy,

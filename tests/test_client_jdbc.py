@@ -11,15 +11,15 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from policies.decision import Allow, CellRewrite, Column, Decision, SessionInfo, Statement
 from proxy.server import ThreadedProxy
 from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, PgTarget, pg_target
+from tests.policies import TrackEverything
 
 pytestmark = pytest.mark.postgres
 
@@ -50,24 +50,10 @@ def table(pg: PgTarget) -> Iterator[str]:
         c.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-class _EveryCell:
-    def plan(self, columns: Sequence[Column]) -> dict[int, CellRewrite]:
-        return {c.index: (lambda v: v) for c in columns}
-
-
-class _TrackEverything:
-    """Identity rewrite of every cell: the relay tracks every response and re-encodes rows."""
-
-    tracks_results = True
-
-    def decide(self, statement: Statement, info: SessionInfo) -> Decision:
-        return Allow(transform=_EveryCell())
-
-
 @pytest.fixture(params=["pass-through", "rewriting-relay"])
 def proxy_port(request: pytest.FixtureRequest,
                proxy_factory: Callable[..., ThreadedProxy]) -> int:
-    policy = _TrackEverything() if request.param == "rewriting-relay" else None
+    policy = TrackEverything() if request.param == "rewriting-relay" else None
     return proxy_factory(policy=policy).port
 
 

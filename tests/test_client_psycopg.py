@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -21,38 +21,13 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from policies.decision import Allow, CellRewrite, Column, Decision, SessionInfo, Statement
 from proxy.server import ThreadedProxy
 from tests.conftest import PgTarget, client_dsn, pg_target
+from tests.policies import TrackEverything
 
 pytestmark = pytest.mark.postgres
 
 UTC = dt.UTC
-
-
-class EveryCell:
-    """Rewrites every cell to itself: the relay tracks every response and re-encodes every
-    DataRow, so results must still be byte-identical to the server's."""
-
-    def __init__(self) -> None:
-        self.cells = 0
-
-    def plan(self, columns: Sequence[Column]) -> dict[int, CellRewrite]:
-        return {c.index: self.same for c in columns}
-
-    def same(self, value: bytes | None) -> bytes | None:
-        self.cells += 1
-        return value
-
-
-class TrackEverything:
-    tracks_results = True
-
-    def __init__(self) -> None:
-        self.transform = EveryCell()
-
-    def decide(self, statement: Statement, info: SessionInfo) -> Decision:
-        return Allow(transform=self.transform)
 
 
 @pytest.fixture(params=["pass-through", "rewriting-relay", "wiregate-serve"])

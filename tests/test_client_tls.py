@@ -18,10 +18,10 @@ import psycopg
 import pytest
 
 from protocols.postgres import messages as m
-from protocols.postgres.scram import MECHANISM, ScramClient, ScramError
 from proxy.certs import generate_ca, generate_server_cert, write_pair
 from proxy.server import ThreadedProxy
-from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, client_dsn
+from tests.conftest import CLIENT_USER, client_dsn
+from tests.pgwire import RawClient
 
 pytestmark = pytest.mark.postgres
 
@@ -63,70 +63,6 @@ def _connect(port: int, **extra: str) -> psycopg.Connection[Any]:
 
 def _client_ctx(ca: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca))
-
-
-# -- a raw frontend ---------------------------------------------------------------------------
-
-
-class Wire:
-    """A blocking frontend on a raw socket, optionally upgraded to TLS with SSLRequest."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    @classmethod
-    def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> Wire:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        if tls is not None:
-            sock.sendall(m.SSLRequest().encode())
-            assert sock.recv(1) == b"S"
-            sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
-        return cls(sock)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def read(self) -> tuple[bytes, object]:
-        while True:
-            if len(self.buf) >= 5:
-                code, length = struct.unpack("!ci", bytes(self.buf[:5]))
-                if len(self.buf) >= length + 1:
-                    body = bytes(self.buf[5:length + 1])
-                    del self.buf[:length + 1]
-                    return code, m.decode_backend(code, body)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed by Wiregate")
-            self.buf.extend(chunk)
-
-    def login(self, user: str = CLIENT_USER, password: str = CLIENT_PASSWORD,
-              database: str = "test") -> list[tuple[bytes, object]]:
-        """Run the startup exchange up to ReadyForQuery or an ErrorResponse; return it all."""
-        self.sock.sendall(m.StartupMessage({"user": user, "database": database}).encode())
-        scram = ScramClient(password)
-        seen: list[tuple[bytes, object]] = []
-        while True:
-            code, msg = self.read()
-            seen.append((code, msg))
-            if isinstance(msg, m.Authentication):
-                if msg.kind == m.AUTH_SASL:
-                    self.sock.sendall(m.SASLInitialResponse(MECHANISM, scram.first()).encode())
-                elif msg.kind == m.AUTH_SASL_CONTINUE:
-                    try:
-                        self.sock.sendall(m.SASLResponse(scram.final(msg.payload)).encode())
-                    except ScramError:
-                        return seen
-                elif msg.kind == m.AUTH_SASL_FINAL:
-                    scram.verify(msg.payload)
-            elif code in (b"Z", b"E"):
-                return seen
-
-    def closed_by_peer(self) -> bool:
-        try:
-            return self.sock.recv(1) == b""
-        except (ConnectionError, ssl.SSLError):
-            return True
 
 
 def _fatal(seen: list[tuple[bytes, object]]) -> dict[str, str]:
@@ -171,9 +107,9 @@ def test_plaintext_allowed_when_tls_is_optional(tls_proxy: ThreadedProxy) -> Non
 
 
 def test_require_tls_refuses_plaintext_before_authentication(tls_required: ThreadedProxy) -> None:
-    w = Wire.connect(tls_required.port)
+    w = RawClient(tls_required.port)
     try:
-        seen = w.login()
+        seen = w.startup()
         # Refused straight away: no password exchange happens on the unencrypted connection.
         assert len(seen) == 1, seen
         fields = _fatal(seen)
@@ -189,18 +125,18 @@ def test_require_tls_refuses_plaintext_before_authentication(tls_required: Threa
 def test_require_tls_accepts_tls(tls_required: ThreadedProxy, pki: Pki) -> None:
     with _connect(tls_required.port, sslmode="require") as conn:
         assert conn.pgconn.ssl_in_use
-    w = Wire.connect(tls_required.port, _client_ctx(pki.ca))
+    w = RawClient(tls_required.port, tls=_client_ctx(pki.ca))
     try:
-        assert w.login()[-1][0] == b"Z"
+        assert w.startup()[-1][0] == b"Z"
     finally:
         w.close()
 
 
 def test_sslrequest_inside_tls_is_a_protocol_violation(tls_proxy: ThreadedProxy,
                                                        pki: Pki) -> None:
-    w = Wire.connect(tls_proxy.port, _client_ctx(pki.ca))
+    w = RawClient(tls_proxy.port, tls=_client_ctx(pki.ca))
     try:
-        w.sock.sendall(m.SSLRequest().encode())
+        w.send(m.SSLRequest().encode())
         code, msg = w.read()
         assert code == b"E" and isinstance(msg, m.ErrorResponse)
         assert msg.fields["C"] == "08P01", msg.fields
@@ -235,9 +171,9 @@ def test_plaintext_smuggled_after_sslrequest_is_refused(tls_proxy: ThreadedProxy
 
 
 def test_wrong_password(tls_proxy: ThreadedProxy) -> None:
-    w = Wire.connect(tls_proxy.port)
+    w = RawClient(tls_proxy.port, password="not-the-password")
     try:
-        fields = _fatal(w.login(password="not-the-password"))
+        fields = _fatal(w.startup())
         assert fields["C"] == "28P01", fields
         assert fields["M"] == f'password authentication failed for user "{CLIENT_USER}"'
         assert w.closed_by_peer()
@@ -248,10 +184,11 @@ def test_wrong_password(tls_proxy: ThreadedProxy) -> None:
 def test_unknown_user_looks_like_a_wrong_password(tls_proxy: ThreadedProxy) -> None:
     """Same SASL exchange, same SQLSTATE, same message with only the name changed: a client
     cannot tell a missing user from a wrong password."""
-    known, unknown = Wire.connect(tls_proxy.port), Wire.connect(tls_proxy.port)
+    known = RawClient(tls_proxy.port, password="not-the-password")
+    unknown = RawClient(tls_proxy.port, user="nobody_here", password="not-the-password")
     try:
-        seen_known = known.login(password="not-the-password")
-        seen_unknown = unknown.login(user="nobody_here", password="not-the-password")
+        seen_known = known.startup()
+        seen_unknown = unknown.startup()
     finally:
         known.close()
         unknown.close()
@@ -264,9 +201,9 @@ def test_unknown_user_looks_like_a_wrong_password(tls_proxy: ThreadedProxy) -> N
 
 
 def test_unknown_database(tls_proxy: ThreadedProxy) -> None:
-    w = Wire.connect(tls_proxy.port)
+    w = RawClient(tls_proxy.port, database="no_such_db")
     try:
-        fields = _fatal(w.login(database="no_such_db"))
+        fields = _fatal(w.startup())
         assert fields["C"] == "3D000", fields
         assert "no_such_db" in fields["M"]
     finally:
@@ -275,9 +212,9 @@ def test_unknown_database(tls_proxy: ThreadedProxy) -> None:
 
 def test_unknown_database_is_not_revealed_before_authentication(
         tls_proxy: ThreadedProxy) -> None:
-    w = Wire.connect(tls_proxy.port)
+    w = RawClient(tls_proxy.port, password="not-the-password", database="no_such_db")
     try:
-        fields = _fatal(w.login(password="not-the-password", database="no_such_db"))
+        fields = _fatal(w.startup())
         assert fields["C"] == "28P01", fields
         assert "no_such_db" not in repr(fields)
     finally:
@@ -302,10 +239,7 @@ def test_gssenc_request_is_declined_then_tls_and_login_proceed(tls_proxy: Thread
     try:
         sock.sendall(m.GSSENCRequest().encode())
         assert sock.recv(1) == b"N"
-        sock.sendall(m.SSLRequest().encode())
-        assert sock.recv(1) == b"S"
-        w = Wire(_client_ctx(pki.ca).wrap_socket(sock, server_hostname="127.0.0.1"))
-        assert w.login()[-1][0] == b"Z"
+        assert RawClient(sock, tls=_client_ctx(pki.ca)).startup()[-1][0] == b"Z"
     finally:
         sock.close()
 
@@ -315,6 +249,6 @@ def test_gssenc_request_then_plaintext_login(tls_proxy: ThreadedProxy) -> None:
     try:
         sock.sendall(m.GSSENCRequest().encode())
         assert sock.recv(1) == b"N"
-        assert Wire(sock).login()[-1][0] == b"Z"
+        assert RawClient(sock).startup()[-1][0] == b"Z"
     finally:
         sock.close()

@@ -146,14 +146,19 @@ def check_watched(run: Run, msgs: list[bytes], watched: list[bool]) -> None:
 # -- Framer: properties -------------------------------------------------------------------------
 
 
-@SETTINGS
-@given(message_lists(VALID_BACKEND), st.sets(st.sampled_from(list(VALID_BACKEND))), st.data())
-def test_framer_static_watch(msgs: list[bytes], watch: set[int], data: st.DataObject) -> None:
+def check_static_watch(fr: Framer, msgs: list[bytes], watch: set[int],
+                       data: st.DataObject) -> None:
+    """Scan ``msgs`` in drawn chunks with one watch set throughout."""
     chunks = data.draw(chunkings(b"".join(msgs)), label="chunks")
-    fr = Framer(VALID_BACKEND, 1 << 20, "backend")
     fr.set_watch(bytes(watch))
     run = scan_all(fr, msgs, chunks)
     check_watched(run, msgs, [x[0] in watch for x in msgs])
+
+
+@SETTINGS
+@given(message_lists(VALID_BACKEND), st.sets(st.sampled_from(list(VALID_BACKEND))), st.data())
+def test_framer_static_watch(msgs: list[bytes], watch: set[int], data: st.DataObject) -> None:
+    check_static_watch(Framer(VALID_BACKEND, 1 << 20, "backend"), msgs, watch, data)
 
 
 @SETTINGS
@@ -161,11 +166,7 @@ def test_framer_static_watch(msgs: list[bytes], watch: set[int], data: st.DataOb
        st.data())
 def test_framer_frontend_direction(msgs: list[bytes], watch: set[int],
                                    data: st.DataObject) -> None:
-    chunks = data.draw(chunkings(b"".join(msgs)), label="chunks")
-    fr = Framer(VALID_FRONTEND, 1 << 20, "frontend")
-    fr.set_watch(bytes(watch))
-    run = scan_all(fr, msgs, chunks)
-    check_watched(run, msgs, [x[0] in watch for x in msgs])
+    check_static_watch(Framer(VALID_FRONTEND, 1 << 20, "frontend"), msgs, watch, data)
 
 
 @SETTINGS

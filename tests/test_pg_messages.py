@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -469,34 +470,31 @@ def test_invalid_type_bytes_refused() -> None:
 # -- malformed bodies ---------------------------------------------------------------------------
 
 
-@SETTINGS
-@given(frontend_messages, st.data())
-def test_frontend_truncated_or_extended_refused(msg: object, data: st.DataObject) -> None:
+def _truncated_or_extended_refused(msg: object, data: st.DataObject,
+                                   decode: Callable[[bytes, bytes], object],
+                                   opaque: set[bytes]) -> None:
     code, body = split(msg.encode())  # type: ignore[attr-defined]
-    if code in OPAQUE_FRONTEND:
+    if code in opaque:
         return
     if body:
         cut = data.draw(st.integers(0, len(body) - 1), label="cut")
         with pytest.raises(ProtocolViolation):
-            m.decode_frontend(code, body[:cut])
+            decode(code, body[:cut])
     extra = data.draw(st.binary(min_size=1, max_size=8), label="extra")
     with pytest.raises(ProtocolViolation):
-        m.decode_frontend(code, body + extra)
+        decode(code, body + extra)
+
+
+@SETTINGS
+@given(frontend_messages, st.data())
+def test_frontend_truncated_or_extended_refused(msg: object, data: st.DataObject) -> None:
+    _truncated_or_extended_refused(msg, data, m.decode_frontend, OPAQUE_FRONTEND)
 
 
 @SETTINGS
 @given(backend_messages, st.data())
 def test_backend_truncated_or_extended_refused(msg: object, data: st.DataObject) -> None:
-    code, body = split(msg.encode())  # type: ignore[attr-defined]
-    if code in OPAQUE_BACKEND:
-        return
-    if body:
-        cut = data.draw(st.integers(0, len(body) - 1), label="cut")
-        with pytest.raises(ProtocolViolation):
-            m.decode_backend(code, body[:cut])
-    extra = data.draw(st.binary(min_size=1, max_size=8), label="extra")
-    with pytest.raises(ProtocolViolation):
-        m.decode_backend(code, body + extra)
+    _truncated_or_extended_refused(msg, data, m.decode_backend, OPAQUE_BACKEND)
 
 
 NEG = b"\xff\xff"        # int16 -1

@@ -7,7 +7,6 @@ import struct
 import pytest
 
 from protocols.postgres import messages as m
-from protocols.postgres.scram import ScramClient
 from proxy.server import ThreadedProxy
 from tests.pgwire import RawClient
 
@@ -89,23 +88,10 @@ def test_startup_packet_too_long_refused(proxy: ThreadedProxy) -> None:
 
 def test_backend_key_is_wiregates_own(proxy: ThreadedProxy) -> None:
     c = RawClient(proxy.port)
-    c.send(m.StartupMessage({"user": "demo", "database": "test"}).encode())
-    scram = ScramClient("demo")
-    key = None
-    while True:
-        code, body = c.recv_message()
-        msg = m.decode_backend(code, body)
-        if isinstance(msg, m.Authentication) and msg.kind == m.AUTH_SASL:
-            c.send(m.SASLInitialResponse("SCRAM-SHA-256", scram.first()).encode())
-        elif isinstance(msg, m.Authentication) and msg.kind == m.AUTH_SASL_CONTINUE:
-            c.send(m.SASLResponse(scram.final(msg.payload)).encode())
-        elif isinstance(msg, m.BackendKeyData):
-            key = msg
-        elif isinstance(msg, m.ReadyForQuery):
-            break
-    assert key is not None
+    c.login()
+    assert c.key is not None
     c.send(m.Query("SELECT pg_backend_pid()").encode())
     rows = [x for x in c.until_ready() if isinstance(x, m.DataRow)]
     upstream_pid = int(rows[0].values[0] or b"0")
-    assert key.process_id != upstream_pid
+    assert c.key[0] != upstream_pid
     c.close()

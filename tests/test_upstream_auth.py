@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,19 +19,18 @@ import psycopg
 import pytest
 
 from protocols.postgres import messages as m
-from protocols.postgres.scram import MECHANISM, ScramClient
 from proxy.certs import generate_ca, write_pair
 from proxy.config import parse_config
 from proxy.server import ThreadedProxy
 from tests.conftest import (
     CLIENT_PASSWORD,
-    CLIENT_USER,
     PgTarget,
     client_dsn,
     config_dict,
     free_port,
 )
 from tests.pgcluster import PgCluster, pg_bindir, start_cluster
+from tests.pgwire import RawClient
 
 pytestmark = [
     pytest.mark.postgres,
@@ -134,40 +132,29 @@ def _wait_auth_lines(cluster: PgCluster, user: str, at_least: int) -> list[str]:
 # -- a raw frontend, for what psycopg does not expose (SQLSTATE of a failed login) -------------
 
 
-def _read_message(sock: socket.socket, buf: bytearray) -> tuple[bytes, object]:
-    while True:
-        if len(buf) >= 5:
-            code, length = struct.unpack("!ci", bytes(buf[:5]))
-            if len(buf) >= length + 1:
-                body = bytes(buf[5:length + 1])
-                del buf[:length + 1]
-                return code, m.decode_backend(code, body)
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("connection closed by Wiregate")
-        buf.extend(chunk)
-
-
 def login_error(port: int) -> dict[str, str]:
     """Log in as demo/demo over a raw socket; return the fields of the FATAL error that ends it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
-        sock.sendall(m.StartupMessage({"user": CLIENT_USER, "database": "test"}).encode())
-        scram = ScramClient(CLIENT_PASSWORD)
-        buf = bytearray()
-        while True:
-            code, msg = _read_message(sock, buf)
-            if isinstance(msg, m.Authentication):
-                if msg.kind == m.AUTH_SASL:
-                    sock.sendall(m.SASLInitialResponse(MECHANISM, scram.first()).encode())
-                elif msg.kind == m.AUTH_SASL_CONTINUE:
-                    sock.sendall(m.SASLResponse(scram.final(msg.payload)).encode())
-                elif msg.kind == m.AUTH_SASL_FINAL:
-                    scram.verify(msg.payload)
-            elif code == b"Z":
-                raise AssertionError("the login unexpectedly succeeded")
-            elif code == b"E":
-                assert isinstance(msg, m.ErrorResponse)
-                return msg.fields
+    c = RawClient(port, timeout=15)
+    try:
+        code, msg = c.startup()[-1]
+    finally:
+        c.close()
+    if code == b"Z":
+        raise AssertionError("the login unexpectedly succeeded")
+    assert code == b"E" and isinstance(msg, m.ErrorResponse), msg
+    return msg.fields
+
+
+def _methods_logged(cluster: PgCluster, wiregate: Callable[..., ThreadedProxy], user: str,
+                    password: str, *queries: str) -> list[str]:
+    """Log in through Wiregate as ``user``, where each of ``queries`` must answer ``user``;
+    return the authentication methods the server logged for ``user`` meanwhile."""
+    before = len(_auth_lines(cluster, user))
+    proxy = wiregate(cluster, user, password=password)
+    with _connect(proxy.port) as conn:
+        for sql in queries:
+            assert _one(conn, sql) == user
+    return _wait_auth_lines(cluster, user, before + 1)[before:]
 
 
 # -- every authentication method ----------------------------------------------------------
@@ -175,32 +162,20 @@ def login_error(port: int) -> dict[str, str]:
 
 def test_scram_upstream(scram_tls: PgCluster,
                         wiregate: Callable[..., ThreadedProxy]) -> None:
-    before = len(_auth_lines(scram_tls, SCRAM_USER))
-    proxy = wiregate(scram_tls, SCRAM_USER, password=SCRAM_PW)
-    with _connect(proxy.port) as conn:
-        assert _one(conn, "SELECT current_user") == SCRAM_USER
-        assert _one(conn, "SELECT session_user") == SCRAM_USER
-    found = _wait_auth_lines(scram_tls, SCRAM_USER, before + 1)
-    assert found[before:] == ["scram-sha-256"]
+    found = _methods_logged(scram_tls, wiregate, SCRAM_USER, SCRAM_PW,
+                            "SELECT current_user", "SELECT session_user")
+    assert found == ["scram-sha-256"]
 
 
 def test_md5_upstream(md5: PgCluster, wiregate: Callable[..., ThreadedProxy]) -> None:
-    before = len(_auth_lines(md5, MD5_USER))
-    proxy = wiregate(md5, MD5_USER, password=MD5_PW)
-    with _connect(proxy.port) as conn:
-        assert _one(conn, "SELECT current_user") == MD5_USER
-    found = _wait_auth_lines(md5, MD5_USER, before + 1)
-    assert found[before:] == ["md5"]
+    found = _methods_logged(md5, wiregate, MD5_USER, MD5_PW, "SELECT current_user")
+    assert found == ["md5"]
 
 
 def test_cleartext_password_upstream(cleartext: PgCluster,
                                      wiregate: Callable[..., ThreadedProxy]) -> None:
-    before = len(_auth_lines(cleartext, PLAIN_USER))
-    proxy = wiregate(cleartext, PLAIN_USER, password=PLAIN_PW)
-    with _connect(proxy.port) as conn:
-        assert _one(conn, "SELECT current_user") == PLAIN_USER
-    found = _wait_auth_lines(cleartext, PLAIN_USER, before + 1)
-    assert found[before:] == ["password"]
+    found = _methods_logged(cleartext, wiregate, PLAIN_USER, PLAIN_PW, "SELECT current_user")
+    assert found == ["password"]
 
 
 def test_trust_upstream_without_any_password(trust: PgCluster,
