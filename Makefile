@@ -31,8 +31,8 @@ bench: venv
 	$(BIN)/python benchmarks/bench.py
 
 lint: venv
-	$(BIN)/ruff check $(SRC)
-	$(BIN)/mypy $(SRC)
+	$(BIN)/ruff check $(SRC) tests benchmarks
+	$(BIN)/mypy $(SRC) tests
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -203,8 +203,9 @@ def test_framer_watch_changes_between_scans(msgs: list[bytes], data: st.DataObje
 
 
 def test_framer_real_messages_decode_from_frames() -> None:
-    want = [m.Query("select 1"), m.Parse("s", "select $1", (23,)),
-            m.Bind("", "s", (), (b"1",), ()), m.Execute("", 0), m.Sync()]
+    want: list[m.Query | m.Parse | m.Bind | m.Execute | m.Sync] = [
+        m.Query("select 1"), m.Parse("s", "select $1", (23,)),
+        m.Bind("", "s", (), (b"1",), ()), m.Execute("", 0), m.Sync()]
     stream = b"".join(x.encode() for x in want)
     for step in (1, 3, 7, len(stream)):
         fr = Framer(VALID_FRONTEND, 1 << 20, "frontend")
@@ -428,7 +429,7 @@ def test_startup_framer_byte_at_a_time_and_leftover() -> None:
 @SETTINGS
 @given(st.dictionaries(st.text("abcdefgh", min_size=1, max_size=8),
                        st.text(st.characters(exclude_characters="\0",
-                                             exclude_categories=("Cs",)), max_size=20),
+                                             exclude_categories=["Cs"]), max_size=20),
                        max_size=5),
        st.binary(max_size=30), st.data())
 def test_startup_framer_any_chunking(params: dict[str, str], trailing: bytes,

@@ -19,7 +19,7 @@ SETTINGS = settings(max_examples=150, deadline=None,
 
 # -- strategies ---------------------------------------------------------------------------------
 
-text = st.text(st.characters(exclude_characters="\0", exclude_categories=("Cs",)),
+text = st.text(st.characters(exclude_characters="\0", exclude_categories=["Cs"]),
                max_size=24)
 nonempty_text = text.filter(bool)
 blob = st.binary(max_size=40)
@@ -27,21 +27,21 @@ nullable = st.none() | blob
 int16 = st.integers(-(2**15), 2**15 - 1)
 int32 = st.integers(-(2**31), 2**31 - 1)
 uint32 = st.integers(0, 2**32 - 1)
-small_list = {"max_size": 6}
+SMALL = 6  # list lengths in generated messages
 
 frontend_messages = st.one_of(
     st.builds(m.Query, text),
-    st.builds(m.Parse, text, text, st.lists(uint32, **small_list).map(tuple)),
-    st.builds(m.Bind, text, text, st.lists(int16, **small_list).map(tuple),
-              st.lists(nullable, **small_list).map(tuple),
-              st.lists(int16, **small_list).map(tuple)),
+    st.builds(m.Parse, text, text, st.lists(uint32, max_size=SMALL).map(tuple)),
+    st.builds(m.Bind, text, text, st.lists(int16, max_size=SMALL).map(tuple),
+              st.lists(nullable, max_size=SMALL).map(tuple),
+              st.lists(int16, max_size=SMALL).map(tuple)),
     st.builds(m.Describe, st.sampled_from("SP"), text),
     st.builds(m.Close, st.sampled_from("SP"), text),
     st.builds(m.Execute, text, int32),
     st.just(m.Sync()), st.just(m.Flush()), st.just(m.Terminate()),
     st.builds(m.CopyData, blob), st.just(m.CopyDone()), st.builds(m.CopyFail, text),
-    st.builds(m.FunctionCall, uint32, st.lists(int16, **small_list).map(tuple),
-              st.lists(nullable, **small_list).map(tuple), int16),
+    st.builds(m.FunctionCall, uint32, st.lists(int16, max_size=SMALL).map(tuple),
+              st.lists(nullable, max_size=SMALL).map(tuple), int16),
     st.builds(m.PasswordMessage, blob),
 )
 
@@ -56,14 +56,14 @@ backend_messages = st.one_of(
     st.builds(m.ErrorResponse, st.dictionaries(field_codes, text, max_size=6)),
     st.builds(m.NoticeResponse, st.dictionaries(field_codes, text, max_size=6)),
     st.builds(m.RowDescription, st.lists(row_field, max_size=4).map(tuple)),
-    st.builds(m.DataRow, st.lists(nullable, **small_list).map(tuple)),
+    st.builds(m.DataRow, st.lists(nullable, max_size=SMALL).map(tuple)),
     st.builds(m.CommandComplete, text),
     st.builds(m.CopyResponse, st.sampled_from([b"G", b"H", b"W"]), st.integers(0, 255),
-              st.lists(int16, **small_list).map(tuple)),
+              st.lists(int16, max_size=SMALL).map(tuple)),
     st.builds(m.CopyData, blob),
     st.builds(m.NotificationResponse, uint32, text, text),
     st.builds(m.FunctionCallResponse, nullable),
-    st.builds(m.ParameterDescription, st.lists(uint32, **small_list).map(tuple)),
+    st.builds(m.ParameterDescription, st.lists(uint32, max_size=SMALL).map(tuple)),
     st.builds(m.NegotiateProtocolVersion, int32, st.lists(text, max_size=4).map(tuple)),
     st.builds(m.Simple, st.sampled_from([b"1", b"2", b"3", b"n", b"I", b"s", b"c"])),
 )
