@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SRC    := protocols policies proxy
 
-.PHONY: venv demo test bench lint clean distclean
+.PHONY: venv demo test test-deps bench lint clean distclean
 
 venv: $(STAMP)
 
@@ -24,8 +24,15 @@ demo: venv
 
 # WIREGATE_TEST_PG_DSN / WIREGATE_TEST_MYSQL_DSN reach pytest unchanged, whether set in the
 # environment or on the command line (make test WIREGATE_TEST_PG_DSN=postgresql://...).
-test: venv
+test: venv test-deps
 	$(BIN)/python -m pytest -q -rs tests
+
+# Client programs the suite drives besides the Python drivers: psql and pgbench come with the
+# PostgreSQL client; PgJDBC (what DBeaver uses) is one Debian package, installed when missing.
+test-deps:
+	@test -f /usr/share/java/postgresql.jar || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		libpostgresql-jdbc-java >/dev/null; } || echo "make: PgJDBC not installed; its test will be skipped"
 
 bench: venv
 	$(BIN)/python benchmarks/bench.py
