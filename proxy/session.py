@@ -107,7 +107,6 @@ class Session:
         self.key: tuple[int, int] | None = None
         self.last_activity = time.monotonic()
         self.started = time.monotonic()
-        self.closing = False
         self.denials = 0
         self._idle_handle: asyncio.TimerHandle | None = None
 
@@ -363,7 +362,6 @@ class Session:
 
     def begin_shutdown(self) -> None:
         """Finish the current transaction, then close: graceful shutdown of one session."""
-        self.closing = True
         relay = self.relay
         if relay is None:
             return
