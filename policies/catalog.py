@@ -1,0 +1,152 @@
+"""Catalog facts the guardrails resolve names against: relations, views' base tables, routines.
+
+Plain data. The proxy fills it from the server over its own connection (``proxy/catalog.py``)
+and ``wiregate explain-policy`` can load it from a snapshot file; either way the decision code
+sees the same object. A fact that is missing here is treated as unknown, and unknown is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.facts import Name
+
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+@dataclass(frozen=True)
+class RelationInfo:
+    """A table-like object. ``kind`` is PostgreSQL's relkind letter (MySQL: r or v)."""
+
+    name: Name
+    kind: str = "r"
+    bases: tuple[Name, ...] = ()   # for views: the relations the view reads (one level)
+
+
+@dataclass(frozen=True)
+class RoutineInfo:
+    """A function or procedure and whether it may write.
+
+    ``volatility`` is PostgreSQL's provolatile (i immutable, s stable, v volatile); MySQL
+    routines map READS SQL DATA / NO SQL to "s" and the rest to "v"."""
+
+    name: Name
+    oid: int = 0
+    volatility: str = "v"
+    kind: str = "f"               # f function, p procedure, a aggregate, w window
+
+    @property
+    def read_only(self) -> bool:
+        return self.volatility in ("i", "s") and self.kind != "p"
+
+
+@dataclass
+class Catalog:
+    """One upstream's catalog snapshot. ``version`` changes on every refresh, so anything
+    cached against an older snapshot can tell it is stale."""
+
+    relations: dict[Name, RelationInfo] = field(default_factory=dict)
+    routines: dict[Name, list[RoutineInfo]] = field(default_factory=dict)
+    schemas: set[str] = field(default_factory=set)
+    version: int = 0
+    loaded: bool = False
+
+    def __post_init__(self) -> None:
+        self._by_oid = {r.oid: r for rs in self.routines.values() for r in rs if r.oid}
+
+    # -- building -------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, relations: Iterable[RelationInfo], routines: Iterable[RoutineInfo],
+              schemas: Iterable[str] = (), version: int = 1) -> Catalog:
+        rels = {r.name: r for r in relations}
+        procs: dict[Name, list[RoutineInfo]] = {}
+        for p in routines:
+            procs.setdefault(p.name, []).append(p)
+        names = set(schemas) | {n.schema for n in rels if n.schema} | {
+            n.schema for n in procs if n.schema}
+        return cls(rels, procs, names, version, True)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "relations": [[r.name.schema, r.name.name, r.kind,
+                           [[b.schema, b.name] for b in r.bases]]
+                          for r in self.relations.values()],
+            "routines": [[p.name.schema, p.name.name, p.oid, p.volatility, p.kind]
+                         for ps in self.routines.values() for p in ps],
+            "schemas": sorted(self.schemas),
+        }, indent=0)
+
+    @classmethod
+    def from_json(cls, text: str) -> Catalog:
+        data: dict[str, Any] = json.loads(text)
+        rels = [RelationInfo(Name(s, n), k, tuple(Name(bs, bn) for bs, bn in b))
+                for s, n, k, b in data.get("relations", [])]
+        procs = [RoutineInfo(Name(s, n), oid, vol, kind)
+                 for s, n, oid, vol, kind in data.get("routines", [])]
+        return cls.build(rels, procs, data.get("schemas", []))
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    @staticmethod
+    def effective_path(path: Sequence[str]) -> list[str]:
+        """The schemas an unqualified name is looked up in, in the server's order:
+        pg_catalog first unless the path places it explicitly."""
+        out = [s for s in path if s and s != "pg_temp" and not s.startswith("pg_temp_")]
+        if "pg_catalog" not in out:
+            out.insert(0, "pg_catalog")
+        return out
+
+    def relation_candidates(self, name: Name, path: Sequence[str]) -> list[RelationInfo]:
+        """Every relation the name may denote: the qualified one, or each match on the path.
+
+        Rules that protect tables check all candidates, not only the first: a search_path the
+        proxy did not see exactly must not turn a protected table into an unprotected one."""
+        if name.schema is not None:
+            got = self.relations.get(name)
+            return [got] if got else []
+        out = []
+        for schema in self.effective_path(path):
+            got = self.relations.get(Name(schema, name.name))
+            if got:
+                out.append(got)
+        return out
+
+    def resolve_relation(self, name: Name, path: Sequence[str]) -> RelationInfo | None:
+        found = self.relation_candidates(name, path)
+        return found[0] if found else None
+
+    def base_tables(self, rel: RelationInfo) -> set[Name]:
+        """The tables a relation finally reads or writes: itself, or a view's bases, expanded
+        through nested views. A base that is missing from the catalog is returned as named."""
+        out: set[Name] = set()
+        seen: set[Name] = set()
+        stack = [rel.name]
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            info = self.relations.get(n)
+            if info is not None and info.kind in ("v", "m") and info.bases:
+                stack.extend(info.bases)
+            else:
+                out.add(n)
+        return out
+
+    def routines_named(self, name: Name, path: Sequence[str]) -> list[RoutineInfo]:
+        """All overloads the call may resolve to (argument types are not matched: every
+        overload counts, so one that may write makes the call one that may write)."""
+        if name.schema is not None:
+            return list(self.routines.get(name, ()))
+        for schema in self.effective_path(path):
+            got = self.routines.get(Name(schema, name.name))
+            if got:
+                return list(got)
+        return []
+
+    def routine_by_oid(self, oid: int) -> RoutineInfo | None:
+        return self._by_oid.get(oid)
