@@ -40,6 +40,8 @@ class SessionInfo:
     tls: bool = False
     transaction_status: str = "I"
     parameters: dict[str, str] = field(default_factory=dict)
+    # Per-session facts a policy keeps between statements (e.g. the search_path it tracks).
+    policy_state: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policies.guardrails import PolicyError, Profile, parse_profiles
 from protocols.postgres.scram import parse_verifier
 
 UPSTREAM_TLS_MODES = ("disable", "prefer", "require", "verify-full")
@@ -73,6 +74,7 @@ class Upstream:
     tls: str = "prefer"
     tls_ca_file: str | None = None
     tls_server_name: str | None = None
+    profile: str | None = None     # guardrails profile for sessions on this route
 
     @property
     def is_unix(self) -> bool:
@@ -121,10 +123,27 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class GuardrailsSettings:
+    """Profiles from the policy file, and which one a route gets when it names none."""
+
+    profiles: dict[str, Profile]
+    default_profile: str | None = None
+    catalog_refresh: float = 300.0
+    policy_file: str | None = None
+
+    def profile_for(self, upstream: Upstream) -> str:
+        name = upstream.profile or self.default_profile
+        if name is None:  # parse_config refuses such a configuration
+            raise LookupError(f"no guardrails profile for database {upstream.name!r}")
+        return name
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     users: dict[str, ClientUser]
     postgres: PostgresListener | None
+    guardrails: GuardrailsSettings | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -182,7 +201,8 @@ def _upstream(name: str, table: Any, prefix: str) -> Upstream:
     if not isinstance(table, dict):
         raise ConfigError(prefix, "must be a table")
     _reject_unknown(table, {"host", "port", "dbname", "user", "password", "password_env",
-                            "password_file", "tls", "tls_ca_file", "tls_server_name"}, prefix)
+                            "password_file", "tls", "tls_ca_file", "tls_server_name",
+                            "profile"}, prefix)
     port = _take(table, "port", prefix, int, 5432)
     if not 0 < port < 65536:
         raise ConfigError(f"{prefix}.port", f"must be a TCP port 1-65535, got {port}")
@@ -212,6 +232,7 @@ def _upstream(name: str, table: Any, prefix: str) -> Upstream:
         tls=tls,
         tls_ca_file=ca,
         tls_server_name=_take(table, "tls_server_name", prefix, str),
+        profile=_take(table, "profile", prefix, str),
     )
 
 
@@ -274,8 +295,43 @@ def _postgres(table: Any) -> PostgresListener:
     return out
 
 
+def _guardrails(table: Any) -> GuardrailsSettings:
+    p = "guardrails"
+    if not isinstance(table, dict):
+        raise ConfigError(p, "must be a table")
+    _reject_unknown(table, {"policy_file", "profiles", "default_profile", "catalog_refresh"}, p)
+    policy_file = _take(table, "policy_file", p, str)
+    if (policy_file is None) == ("profiles" not in table):
+        raise ConfigError(f"{p}.policy_file", "give either policy_file or inline "
+                          "[guardrails.profiles.NAME] tables")
+    try:
+        if policy_file is not None:
+            try:
+                data = tomllib.loads(Path(policy_file).read_text())
+            except OSError as exc:
+                raise ConfigError(f"{p}.policy_file",
+                                  f"cannot read {policy_file}: {exc.strerror}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{p}.policy_file",
+                                  f"{policy_file} is not valid TOML: {exc}") from None
+            profiles = parse_profiles(data)
+        else:
+            profiles = parse_profiles({"profiles": table["profiles"]}, prefix=f"{p}.")
+    except PolicyError as exc:
+        if policy_file is None:
+            raise ConfigError(exc.key, exc.problem) from None
+        raise ConfigError(f"{p}.policy_file", f"{policy_file}: {exc}") from None
+    default = _take(table, "default_profile", p, str)
+    if default is not None and default not in profiles:
+        raise ConfigError(f"{p}.default_profile", f"profile {default!r} is not defined "
+                          f"(defined: {', '.join(sorted(profiles))})")
+    refresh = _take(table, "catalog_refresh", p, float, 300.0)
+    _positive(refresh, f"{p}.catalog_refresh")
+    return GuardrailsSettings(profiles, default, refresh, policy_file)
+
+
 def parse_config(data: dict[str, Any], source: str = "") -> Config:
-    _reject_unknown(data, {"server", "users", "postgres"}, "")
+    _reject_unknown(data, {"server", "users", "postgres", "guardrails"}, "")
     st = _take(data, "server", "", dict, {})
     _reject_unknown(st, {"workers", "log_format", "log_level", "shutdown_grace", "uvloop"},
                     "server")
@@ -310,7 +366,21 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
     postgres = _postgres(data["postgres"]) if "postgres" in data else None
     if postgres is None:
         raise ConfigError("postgres", "no listener configured: add a [postgres] table")
-    return Config(server=server, users=users, postgres=postgres, source=source)
+    guardrails = _guardrails(data["guardrails"]) if "guardrails" in data else None
+    for name, up in postgres.databases.items():
+        key = f"postgres.databases.{name}.profile"
+        if up.profile is not None and guardrails is None:
+            raise ConfigError(key, "needs a [guardrails] table defining the profiles")
+        if guardrails is None:
+            continue
+        if up.profile is not None and up.profile not in guardrails.profiles:
+            raise ConfigError(key, f"profile {up.profile!r} is not defined (defined: "
+                              f"{', '.join(sorted(guardrails.profiles))})")
+        if up.profile is None and guardrails.default_profile is None:
+            raise ConfigError(key, "is required: guardrails are on and "
+                              "guardrails.default_profile is not set")
+    return Config(server=server, users=users, postgres=postgres, guardrails=guardrails,
+                  source=source)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

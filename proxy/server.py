@@ -24,10 +24,13 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from policies.decision import AllowAll, Policy
+from policies.catalog import Catalog
+from policies.decision import AllowAll, Policy, SessionInfo
+from policies.guard import GuardPolicy
 from protocols.postgres.messages import error
 from proxy import logs
-from proxy.config import Config, PostgresListener
+from proxy.catalog import CatalogCache
+from proxy.config import Config, PostgresListener, Upstream
 from proxy.session import Approver, NoApprover, Session
 from proxy.upstream import send_cancel
 
@@ -57,6 +60,36 @@ def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+class RouteCatalogs:
+    """The guardrails' view of the catalog cache: by client database name."""
+
+    def __init__(self, cache: CatalogCache, routes: dict[str, Upstream]) -> None:
+        self.cache = cache
+        self.routes = routes
+
+    def current(self, database: str) -> Catalog | None:
+        up = self.routes.get(database)
+        return self.cache.current(up) if up is not None else None
+
+    def changed(self, database: str) -> None:
+        up = self.routes.get(database)
+        if up is not None:
+            self.cache.invalidate(up)
+
+
+def guard_policy(config: Config, cache: CatalogCache) -> GuardPolicy | None:
+    """The guardrails configured for this listener, or None when there are none."""
+    g = config.guardrails
+    if g is None or config.postgres is None:
+        return None
+    routes = config.postgres.databases
+
+    def profile_for(session: SessionInfo) -> str:
+        return g.profile_for(routes[session.database])
+
+    return GuardPolicy(g.profiles, profile_for, RouteCatalogs(cache, routes))
+
+
 class Worker:
     """One event loop serving a listener: sessions, cancel keys, shutdown."""
 
@@ -68,7 +101,9 @@ class Worker:
         self.index = index
         self.rundir = rundir
         self.users = config.users
-        self.policy: Policy = policy or AllowAll()
+        self.catalogs = CatalogCache(
+            config.guardrails.catalog_refresh if config.guardrails else 300.0)
+        self.policy: Policy = policy or guard_policy(config, self.catalogs) or AllowAll()
         self.approver: Approver = approver or NoApprover()
         self.server_tls = server_tls_context(self.listener)
         self.sessions: dict[int, Session] = {}

@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.decision import Decision, Deny, Hold, Policy, SessionInfo, Statement
+from policies.guard import GuardPolicy, StartupRefused
 from protocols.postgres import messages as m
 from protocols.postgres.framing import StartupFramer
 from protocols.postgres.scram import MECHANISM, ScramError, ScramServer, parse_verifier
+from proxy.catalog import CatalogError
 from proxy.config import ClientUser, PostgresListener, Upstream
 from proxy.relay import HIGH_WATER, Relay
 from proxy.upstream import UpstreamConnection, UpstreamError, connect, set_keepalive
@@ -275,6 +277,7 @@ class Session:
                                 + ", ".join(sorted(self.listener.databases)))
         self.upstream = upstream
         self.info.upstream_database = upstream.dbname
+        params = self._session_parameters(params)
         try:
             self.up = await asyncio.wait_for(connect(upstream, params),
                                              self.listener.connect_timeout)
@@ -290,6 +293,7 @@ class Session:
             set_keepalive(sock, lst.keepalive_idle, lst.keepalive_interval, lst.keepalive_count)
             set_keepalive(self.up.writer.get_extra_info("socket"), lst.keepalive_idle,
                           lst.keepalive_interval, lst.keepalive_count)
+        await self._load_catalog(upstream)
         self.key = self.worker.register(self)
         out = [m.auth_ok()]
         for name in self.up.parameter_order:
@@ -302,6 +306,37 @@ class Session:
             "session": self.id, "user": user, "database": database,
             "client": self.client_addr, "tls": self.tls, "upstream_tls": self.up.tls,
             "application_name": self.info.application_name})
+
+    def _session_parameters(self, params: dict[str, str]) -> dict[str, str]:
+        """What goes upstream in the startup packet: the policy may refuse a client
+        parameter or add its own (a read-only profile opens the session read-only)."""
+        hook = getattr(self.policy, "session_parameters", None)
+        if hook is None:
+            return params
+        try:
+            result: dict[str, str] = hook(params, self.info)
+        except StartupRefused as exc:
+            self.denials += 1
+            log.info("startup parameter refused", extra={
+                "session": self.id, "user": self.info.user, "rule": exc.deny.rule})
+            raise StartupFailed(exc.deny.sqlstate, exc.deny.message, exc.deny.hint) from None
+        except LookupError as exc:
+            log.error("no guardrails profile", extra={"session": self.id, "error": str(exc)})
+            raise StartupFailed("42501", f"wiregate: {exc}; session refused") from None
+        return result
+
+    async def _load_catalog(self, upstream: Upstream) -> None:
+        """Guardrails resolve names against the catalog: have it before the first statement."""
+        if not isinstance(self.policy, GuardPolicy):
+            return
+        try:
+            await asyncio.wait_for(self.worker.catalogs.get(upstream),
+                                   self.listener.connect_timeout)
+        except (CatalogError, TimeoutError) as exc:
+            log.error("catalog unavailable; session refused",
+                      extra={"session": self.id, "error": str(exc) or "timeout"})
+            raise StartupFailed("08006", "wiregate: the guardrails cannot read the upstream "
+                                "catalog; session refused (fail closed)") from None
 
     async def _authenticate(self, user: str) -> None:
         client_user: ClientUser | None = self.worker.users.get(user)

@@ -89,12 +89,19 @@ def config_dict(pg: PgTarget, port: int, **listener: Any) -> dict[str, Any]:
         upstream["password"] = pg.password
     upstream.update(listener.pop("upstream", {}))
     server = listener.pop("server", {})
-    return {
+    guardrails = listener.pop("guardrails", None)
+    databases = {"test": upstream}
+    # extra_databases: more routes to the same server, e.g. {"ro": {"profile": "..."}}
+    for name, extra in listener.pop("extra_databases", {}).items():
+        databases[name] = {**upstream, "dbname": pg.dbname, **extra}
+    out: dict[str, Any] = {
         "server": {"log_level": "warning", **server},
         "users": {CLIENT_USER: {"scram_sha_256": _VERIFIER}},
-        "postgres": {"listen": f"127.0.0.1:{port}", "databases": {"test": upstream},
-                     **listener},
+        "postgres": {"listen": f"127.0.0.1:{port}", "databases": databases, **listener},
     }
+    if guardrails is not None:
+        out["guardrails"] = guardrails
+    return out
 
 
 def make_config(pg: PgTarget, port: int | None = None, **listener: Any) -> Config:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from policies.guardrails import parse_profiles
 from protocols.postgres.scram import make_verifier, parse_verifier
 from proxy.config import load_config
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-EXAMPLES = sorted(EXAMPLES_DIR.glob("*.toml"))
+EXAMPLES = sorted(p for p in EXAMPLES_DIR.glob("*.toml") if not p.name.endswith("policy.toml"))
+POLICIES = sorted(EXAMPLES_DIR.glob("*policy.toml"))
 
 
 def _password_matches(stored: str, password: str) -> bool:
@@ -29,6 +32,23 @@ def test_example_loads_with_demo_login(path: Path) -> None:
     assert config.postgres.databases
     assert "demo" in config.users, f"{path.name} should define the documented demo login"
     assert _password_matches(config.users["demo"].scram_verifier, "demo")
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)
+def test_example_policy_defines_the_documented_profiles(path: Path) -> None:
+    profiles = parse_profiles(tomllib.loads(path.read_text()))
+    assert {"agent-readonly", "agent-rw", "human"} <= set(profiles)
+    assert profiles["agent-readonly"].read_only
+    ids = [r.id for p in profiles.values() for r in p.rules]
+    assert all(ids), "every rule has an id"
+
+
+def test_local_example_turns_guardrails_on() -> None:
+    config = load_config(EXAMPLES_DIR / "local.toml")
+    assert config.guardrails is not None and config.postgres is not None
+    routes = config.postgres.databases
+    assert config.guardrails.profile_for(routes["test"]) == "agent-rw"
+    assert config.guardrails.profile_for(routes["readonly"]) == "agent-readonly"
 
 
 def test_local_example_fronts_local_postgres() -> None:

@@ -1,0 +1,302 @@
+"""The guardrails as the proxy's ``Policy``: analysis, profile, session context and a cache.
+
+One object serves every session of a listener. Per-session facts (the profile in force, the
+search_path the session has set) live in ``SessionInfo.policy_state``. Catalog snapshots come
+from a ``CatalogSource`` the proxy provides; this module does no I/O.
+
+Parsing is on the hot path, so decisions are cached. The key is the statement text, then its
+normalized form (libpg_query's normalize: constants replaced by placeholders), together with
+the profile, the catalog version and the search_path. The normalized key is only used for
+statements whose decision cannot depend on a constant (plain reads); a ``DELETE … WHERE 1 = 1``
+and a ``DELETE … WHERE id = 1`` normalize alike and are decided one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pglast.parser import ParseError, normalize
+
+from policies import statements
+from policies.catalog import Catalog
+from policies.decision import ALLOW, Decision, Deny, SessionInfo, Statement
+from policies.facts import Call, Facts, Setting, Unparseable
+from policies.guardrails import Context, Guardrails, Profile, Refusal
+
+CACHE_SIZE = 4096
+PARSE_RULE = "wiregate.parse"
+
+# Client startup parameters a guarded session may pass upstream. Anything else (a GUC that
+# turns off read-only mode, a role, session_replication_role) is refused at login.
+STARTUP_PARAMETERS = frozenset({
+    "application_name", "client_encoding", "datestyle", "timezone", "extra_float_digits",
+    "intervalstyle", "search_path", "standard_conforming_strings", "bytea_output",
+    "lc_messages", "lc_monetary", "lc_numeric", "lc_time", "jit", "geqo", "work_mem",
+    "idle_in_transaction_session_timeout", "lock_timeout", "statement_timeout",
+    "default_text_search_config", "fallback_application_name", "client_min_messages",
+    "enable_seqscan", "enable_indexscan", "enable_bitmapscan",
+})
+
+
+class CatalogSource(Protocol):
+    """Where catalog snapshots come from; ``changed`` asks for a refresh after DDL."""
+
+    def current(self, database: str) -> Catalog | None: ...
+
+    def changed(self, database: str) -> None: ...
+
+
+class NoCatalog:
+    def current(self, database: str) -> Catalog | None:
+        return None
+
+    def changed(self, database: str) -> None:
+        return None
+
+
+@dataclass
+class _SessionState:
+    profile: Profile
+    guard: Guardrails
+    search_path: tuple[str, ...]
+    seen_path: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    refusal: Refusal | None
+    settings: tuple[Setting, ...]
+    changes_catalog: bool
+
+
+class StartupRefused(Exception):
+    """A client startup parameter the session's profile does not allow."""
+
+    def __init__(self, deny: Deny) -> None:
+        super().__init__(deny.message)
+        self.deny = deny
+
+
+class GuardPolicy:
+    """Guardrails for every statement of every session, per the session's profile."""
+
+    tracks_results = False
+
+    def __init__(self, profiles: Mapping[str, Profile], profile_for: Callable[[SessionInfo], str],
+                 catalogs: CatalogSource | None = None, dialect: str = "postgres") -> None:
+        self.profiles = dict(profiles)
+        self.profile_for = profile_for
+        self.catalogs = catalogs or NoCatalog()
+        self.dialect = dialect
+        self._exact: dict[tuple[Any, ...], _Verdict] = {}
+        self._normal: dict[tuple[Any, ...], _Verdict] = {}
+
+    # -- session set-up ---------------------------------------------------------------------
+
+    def profile(self, session: SessionInfo) -> Profile:
+        name = self.profile_for(session)
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise LookupError(f"profile {name!r} is not defined") from None
+
+    def session_parameters(self, params: Mapping[str, str],
+                           session: SessionInfo) -> dict[str, str]:
+        """The startup parameters to send upstream: the client's, checked, plus what the
+        profile imposes (read-only transactions, a statement timeout)."""
+        profile = self.profile(session)
+        out: dict[str, str] = {}
+        for key, value in params.items():
+            k = key.lower()
+            if k in ("user", "database"):
+                out[key] = value
+                continue
+            if k == "options":
+                for name, setting in _options(value):
+                    self._startup_check(profile, name)
+                    if name == "search_path":
+                        session.policy_state["startup_search_path"] = setting
+                out[key] = value
+                continue
+            self._startup_check(profile, k)
+            if k == "search_path":
+                session.policy_state["startup_search_path"] = value
+            out[key] = value
+        if profile.read_only:
+            out["default_transaction_read_only"] = "on"
+        if profile.statement_timeout_ms:
+            out["statement_timeout"] = str(profile.statement_timeout_ms)
+        return out
+
+    @staticmethod
+    def _startup_check(profile: Profile, name: str) -> None:
+        if name in STARTUP_PARAMETERS and not (
+                name == "statement_timeout" and profile.statement_timeout_ms):
+            return
+        raise StartupRefused(Deny(
+            "42501", f"wiregate: blocked by rule wiregate.startup: startup parameter {name!r} "
+            f"is not allowed under profile {profile.name}",
+            hint="Set session parameters with SET after connecting; the guardrails judge them.",
+            rule="wiregate.startup"))
+
+    def _state(self, session: SessionInfo) -> _SessionState:
+        state = session.policy_state.get("guard")
+        if isinstance(state, _SessionState):
+            return state
+        profile = self.profile(session)
+        start = session.policy_state.get("startup_search_path")
+        path = _split_path(start if isinstance(start, str) and start else '"$user", public')
+        state = _SessionState(profile, Guardrails(profile), path, path)
+        session.policy_state["guard"] = state
+        return state
+
+    # -- the decision ---------------------------------------------------------------------------
+
+    def decide(self, statement: Statement, session: SessionInfo) -> Decision:
+        state = self._state(session)
+        catalog = self.catalogs.current(session.database)
+        ctx = Context(catalog, state.seen_path, session.user)
+        if statement.source == "function_call":
+            return self._function_call(statement, state, ctx)
+        sql = statement.sql
+        version = catalog.version if catalog is not None else -1
+        context_key = (state.profile.name, version, state.seen_path, session.user)
+        exact_key = (context_key, sql)
+        verdict = self._exact.get(exact_key)
+        if verdict is None:
+            verdict = self._judge(sql, state, ctx, context_key)
+            _remember(self._exact, exact_key, verdict)
+        return self._apply(verdict, state, session)
+
+    def _judge(self, sql: str, state: _SessionState, ctx: Context,
+               context_key: tuple[Any, ...]) -> _Verdict:
+        normal_key: tuple[Any, ...] | None = None
+        if self.dialect == "postgres":
+            try:
+                normal_key = (context_key, normalize(sql))
+            except ParseError as exc:
+                return _Verdict(_unparseable(str(exc)), (), False)
+            cached = self._normal.get(normal_key)
+            if cached is not None:
+                return cached
+        try:
+            facts = self._analyze(sql)
+        except Unparseable as exc:
+            return _Verdict(_unparseable(str(exc)), (), False)
+        verdict = self.verdict(facts, state.guard, ctx)
+        if normal_key is not None and not any(f.literal_sensitive for f in facts):
+            _remember(self._normal, normal_key, verdict)
+        return verdict
+
+    def _analyze(self, sql: str) -> list[Facts]:
+        if self.dialect == "mysql":
+            from policies import mysql_statements
+            return mysql_statements.analyze(sql)
+        return statements.analyze(sql)
+
+    @staticmethod
+    def verdict(facts: list[Facts], guard: Guardrails, ctx: Context) -> _Verdict:
+        refusal = guard.check(facts, ctx)
+        settings = tuple(s for f in facts for s in f.settings)
+        changes = any(f.category in ("ddl", "create", "code") for f in facts)
+        return _Verdict(refusal, settings, changes)
+
+    def _apply(self, verdict: _Verdict, state: _SessionState,
+               session: SessionInfo) -> Decision:
+        if verdict.refusal is not None:
+            return to_deny(verdict.refusal)
+        for s in verdict.settings:
+            if s.name == "search_path":
+                path = _split_path(s.value) if s.value else _split_path('"$user", public')
+                state.search_path = path
+                # Resolution looks in every schema the session has named (fail closed: a SET
+                # that later failed or was rolled back must not hide a protected table).
+                state.seen_path = path + tuple(p for p in state.seen_path if p not in path)
+        if verdict.changes_catalog:
+            self.catalogs.changed(session.database)
+        return ALLOW
+
+    def _function_call(self, statement: Statement, state: _SessionState,
+                       ctx: Context) -> Decision:
+        routine = ctx.catalog.routine_by_oid(statement.function_oid or 0) \
+            if ctx.catalog is not None else None
+        if routine is None:
+            return to_deny(Refusal("wiregate.catalog", "code",
+                                   f"function oid {statement.function_oid} is not in the "
+                                   "catalog", hint="Call functions from SQL instead."))
+        facts = Facts(kind="FunctionCall", category="read", text="",
+                      calls=(Call(routine.name),))
+        return self._apply(self.verdict([facts], state.guard, ctx), state, SessionInfo(
+            "", "", "", ""))
+
+
+def to_deny(refusal: Refusal) -> Deny:
+    return Deny("42501", refusal.message, hint=refusal.hint, detail=refusal.detail,
+                rule=refusal.rule)
+
+
+def _unparseable(message: str) -> Refusal:
+    return Refusal(PARSE_RULE, "parse", f"the statement cannot be parsed ({message})",
+                   hint="Wiregate refuses what it cannot parse (fail closed).")
+
+
+def _remember(cache: dict[tuple[Any, ...], _Verdict], key: tuple[Any, ...],
+              verdict: _Verdict) -> None:
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    cache[key] = verdict
+
+
+def _split_path(value: str) -> tuple[str, ...]:
+    out = []
+    for part in value.split(","):
+        p = part.strip()
+        if len(p) >= 2 and p[0] == '"' and p[-1] == '"':
+            p = p[1:-1].replace('""', '"')
+        else:
+            p = p.lower()
+        if p:
+            out.append(p)
+    return tuple(out)
+
+
+def _options(value: str) -> list[tuple[str, str]]:
+    """``-c name=value`` and ``--name=value`` pairs of a libpq ``options`` string."""
+    tokens: list[str] = []
+    current = ""
+    escaped = False
+    for ch in value:
+        if escaped:
+            current += ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch.isspace():
+            if current:
+                tokens.append(current)
+            current = ""
+        else:
+            current += ch
+    if current:
+        tokens.append(current)
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "-c" and i + 1 < len(tokens):
+            tok = tokens[i + 1]
+            i += 1
+        elif tok.startswith("-c"):
+            tok = tok[2:]
+        elif tok.startswith("--"):
+            tok = tok[2:]
+        else:
+            out.append((tok.lower(), ""))   # an unknown switch: refused by name
+            i += 1
+            continue
+        name, _, setting = tok.partition("=")
+        out.append((name.lower().replace("-", "_"), setting))
+        i += 1
+    return out
