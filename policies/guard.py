@@ -147,7 +147,7 @@ class GuardPolicy:
             return state
         profile = self.profile(session)
         start = session.policy_state.get("startup_search_path")
-        path = _split_path(start if isinstance(start, str) and start else '"$user", public')
+        path = split_search_path(start if isinstance(start, str) and start else '"$user", public')
         state = _SessionState(profile, Guardrails(profile), path, path)
         session.policy_state["guard"] = state
         return state
@@ -209,7 +209,7 @@ class GuardPolicy:
             return to_deny(verdict.refusal)
         for s in verdict.settings:
             if s.name == "search_path":
-                path = _split_path(s.value) if s.value else _split_path('"$user", public')
+                path = split_search_path(s.value) if s.value else split_search_path('"$user", public')
                 state.search_path = path
                 # Resolution looks in every schema the session has named (fail closed: a SET
                 # that later failed or was rolled back must not hide a protected table).
@@ -249,7 +249,7 @@ def _remember(cache: dict[tuple[Any, ...], _Verdict], key: tuple[Any, ...],
     cache[key] = verdict
 
 
-def _split_path(value: str) -> tuple[str, ...]:
+def split_search_path(value: str) -> tuple[str, ...]:
     out = []
     for part in value.split(","):
         p = part.strip()

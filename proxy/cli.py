@@ -1,4 +1,5 @@
-"""``wiregate`` command line: serve, check-config, passwd, demo."""
+"""``wiregate`` command line: serve, check-config, explain-policy, catalog-snapshot, passwd,
+demo."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from protocols.postgres.scram import make_verifier
 from proxy.config import ConfigError, load_config
+from proxy.explain import add_commands as add_explain_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -35,8 +37,17 @@ def _check(args: argparse.Namespace) -> int:
           f" require_tls={lst.require_tls} workers={cfg.server.workers}")
     for name, up in lst.databases.items():
         where = up.unix_path if up.is_unix else f"{up.host}:{up.port}"
-        print(f"  database {name} -> {where}/{up.dbname} as {up.user} (tls={up.tls})")
+        profile = f", profile {cfg.guardrails.profile_for(up)}" if cfg.guardrails else ""
+        print(f"  database {name} -> {where}/{up.dbname} as {up.user} (tls={up.tls}{profile})")
     print(f"  users: {', '.join(sorted(cfg.users)) or '(none: no client can log in)'}")
+    if cfg.guardrails is None:
+        print("  guardrails: off (every statement is forwarded)")
+    for prof in (cfg.guardrails.profiles.values() if cfg.guardrails else ()):
+        extra = " read-only" if prof.read_only else ""
+        if prof.statement_timeout_ms:
+            extra += f" statement_timeout={prof.statement_timeout_ms}ms"
+        rules = ", ".join(f"{r.id} ({r.kind})" for r in prof.rules)
+        print(f"  profile {prof.name}{extra}: {rules or 'no rules'}")
     return 0
 
 
@@ -75,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check-config", help="validate a configuration file")
     c.add_argument("config")
     c.set_defaults(func=_check)
+    add_explain_commands(sub)
     pw = sub.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for a client login")
     pw.add_argument("--user", help="print a ready [users.NAME] table")
     pw.add_argument("--stdin", action="store_true", help="read the password from stdin")

@@ -317,6 +317,63 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+DEMO_POLICY = """\
+# Written by `wiregate demo`: the guardrails the demo runs with. Edits here are overwritten.
+
+[profiles.agent]
+description = "An agent working on the demo data: rows yes, schema and customers' records no."
+statement_timeout = "30s"
+
+[[profiles.agent.rule]]
+id = "no-ddl"
+kind = "ddl"
+allow_create = ["index"]
+
+[[profiles.agent.rule]]
+id = "bounded-writes"
+kind = "unbounded_write"
+
+[[profiles.agent.rule]]
+id = "protect-customers"
+kind = "protected_tables"
+tables = ["public.customers"]
+
+[[profiles.agent.rule]]
+id = "no-files"
+kind = "file_access"
+
+[[profiles.agent.rule]]
+id = "no-privileges"
+kind = "privileges"
+
+[[profiles.agent.rule]]
+id = "no-code"
+kind = "code"
+
+[profiles.agent-readonly]
+description = "An agent that may only read; the upstream session is read-only too."
+read_only = true
+statement_timeout = "30s"
+
+[[profiles.agent-readonly.rule]]
+id = "read-only"
+kind = "read_only"
+
+[[profiles.agent-readonly.rule]]
+id = "no-files"
+kind = "file_access"
+
+[[profiles.agent-readonly.rule]]
+id = "no-privileges"
+kind = "privileges"
+
+[[profiles.agent-readonly.rule]]
+id = "no-code"
+kind = "code"
+"""
+POLICY_NAME = "policy.toml"
+
+
 def write_config(workdir: Path, listen: str, socket_dir: Path, port: int) -> Path:
     """Write the demo's config, rewritten at every start because the listen address and socket
     directory may differ between runs."""
@@ -346,7 +403,20 @@ port = {port}
 dbname = "{DEMO_DB}"
 user = "postgres"           # trust auth on the embedded server's socket
 tls = "disable"             # TLS over a Unix socket buys nothing
+profile = "agent"           # guardrails for agents that read and write rows
+
+[postgres.databases.{DEMO_DB}_readonly]
+host = {_toml_str(str(socket_dir))}
+port = {port}
+dbname = "{DEMO_DB}"
+user = "postgres"
+tls = "disable"
+profile = "agent-readonly"
+
+[guardrails]
+policy_file = "{POLICY_NAME}"
 """
+    (workdir / POLICY_NAME).write_text(DEMO_POLICY)
     path.write_text(text)
     return path
 
@@ -423,6 +493,9 @@ def run_demo(listen: str = "127.0.0.1:6432", workdir: Path = Path(".wiregate-dem
         _say(f"  {lines[2]}   # checks the certificate too")
         _say()
         _say("Try:  SELECT full_name, email, ssn, card_number FROM customers LIMIT 5;")
+        _say("      DROP TABLE orders;                      -- refused by rule no-ddl")
+        _say("      DELETE FROM support_tickets;            -- refused by rule bounded-writes")
+        _say(f"      (database {DEMO_DB}_readonly: reads only)")
         _say(f"Ctrl-C stops Wiregate and the embedded PostgreSQL; delete {workdir} to reset.")
         _say()
 
