@@ -166,26 +166,28 @@ class GuardPolicy:
         exact_key = (context_key, sql)
         verdict = self._exact.get(exact_key)
         if verdict is None:
-            verdict = self._judge(sql, state, ctx, context_key)
-            _remember(self._exact, exact_key, verdict)
+            verdict = self._judge(sql, state, ctx, exact_key)
         return self._apply(verdict, state, session)
 
     def _judge(self, sql: str, state: _SessionState, ctx: Context,
-               context_key: tuple[Any, ...]) -> _Verdict:
+               exact_key: tuple[Any, ...]) -> _Verdict:
         normal_key: tuple[Any, ...] | None = None
         if self.dialect == "postgres":
             try:
-                normal_key = (context_key, normalize(sql))
+                normal_key = (exact_key[0], normalize(sql))
             except ParseError as exc:
                 return _Verdict(_unparseable(str(exc)), (), False)
             cached = self._normal.get(normal_key)
             if cached is not None:
-                return cached
+                return cached   # texts differing in constants only: keep them out of _exact
         try:
             facts = self._analyze(sql)
         except Unparseable as exc:
-            return _Verdict(_unparseable(str(exc)), (), False)
+            verdict = _Verdict(_unparseable(str(exc)), (), False)
+            _remember(self._exact, exact_key, verdict)
+            return verdict
         verdict = self.verdict(facts, state.guard, ctx)
+        _remember(self._exact, exact_key, verdict)
         if normal_key is not None and not any(f.literal_sensitive for f in facts):
             _remember(self._normal, normal_key, verdict)
         return verdict
