@@ -174,12 +174,17 @@ class GuardPolicy:
         normal_key: tuple[Any, ...] | None = None
         if self.dialect == "postgres":
             try:
-                normal_key = (exact_key[0], normalize(sql))
+                normal = normalize(sql)
             except ParseError as exc:
                 return _Verdict(_unparseable(str(exc)), (), False)
+            normal_key = (exact_key[0], normal)
             cached = self._normal.get(normal_key)
             if cached is not None:
-                return cached   # texts differing in constants only: keep them out of _exact
+                # A text without constants (a parameterized statement) repeats: remember it
+                # exactly. Texts that differ in constants only would just churn that cache.
+                if normal == sql:
+                    _remember(self._exact, exact_key, cached)
+                return cached
         try:
             facts = self._analyze(sql)
         except Unparseable as exc:
