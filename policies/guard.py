@@ -216,7 +216,7 @@ class GuardPolicy:
             return to_deny(verdict.refusal)
         for s in verdict.settings:
             if s.name == "search_path":
-                path = split_search_path(s.value) if s.value else split_search_path('"$user", public')
+                path = split_search_path(s.value or '"$user", public')
                 state.search_path = path
                 # Resolution looks in every schema the session has named (fail closed: a SET
                 # that later failed or was rolled back must not hide a protected table).
@@ -233,8 +233,11 @@ class GuardPolicy:
             return to_deny(Refusal("wiregate.catalog", "code",
                                    f"function oid {statement.function_oid} is not in the "
                                    "catalog", hint="Call functions from SQL instead."))
+        name = routine.name.name.lower()
+        files = (f"{routine.name}()",) if name in statements.FILE_FUNCTIONS \
+            or name.startswith("dblink") else ()
         facts = Facts(kind="FunctionCall", category="read", text="",
-                      calls=(Call(routine.name),))
+                      calls=(Call(routine.name),), file_access=files)
         return self._apply(self.verdict([facts], state.guard, ctx), state, SessionInfo(
             "", "", "", ""))
 
