@@ -310,3 +310,18 @@ def _options(value: str) -> list[tuple[str, str]]:
         out.append((name.lower().replace("-", "_"), setting))
         i += 1
     return out
+
+
+# MySQL/MariaDB error numbers for refusals: 1064 ER_PARSE_ERROR for what cannot be parsed,
+# 1227 ER_SPECIFIC_ACCESS_DENIED_ERROR for a kind of operation the profile refuses, 1142
+# ER_TABLEACCESS_DENIED_ERROR for a refused write to a table.
+_MYSQL_TABLE_KINDS = frozenset({"unbounded_write", "protected_tables", "tables", "schemas"})
+
+
+def mysql_error(refusal: Refusal) -> tuple[int, str, str]:
+    """(error number, SQLSTATE, message) of a refusal as a MySQL ERR packet carries it."""
+    if refusal.kind == "parse":
+        return 1064, "42000", refusal.message
+    if refusal.kind in _MYSQL_TABLE_KINDS:
+        return 1142, "42000", refusal.message
+    return 1227, "42000", refusal.message
