@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pglast.parser import ParseError, normalize
 
-from policies import statements
+from policies import mysql_statements, statements
 from policies.catalog import Catalog
 from policies.decision import ALLOW, Decision, Deny, SessionInfo, Statement
 from policies.facts import Call, Facts, Setting, Unparseable
@@ -199,7 +199,6 @@ class GuardPolicy:
 
     def _analyze(self, sql: str) -> list[Facts]:
         if self.dialect == "mysql":
-            from policies import mysql_statements
             return mysql_statements.analyze(sql)
         return statements.analyze(sql)
 
