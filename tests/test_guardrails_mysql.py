@@ -1,0 +1,124 @@
+"""The guardrails on MySQL/MariaDB statement text: the same rules and rule ids as PostgreSQL's,
+decided on sqlglot's tree, with executable comments read as the server reads them."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from policies.catalog import Catalog, RelationInfo
+from policies.decision import SessionInfo, Statement
+from policies.facts import Name
+from policies.guard import GuardPolicy, mysql_error
+from policies.guardrails import Context, Guardrails, Refusal, parse_profiles
+from policies.mysql_statements import analyze
+
+POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
+PROFILES = parse_profiles(tomllib.loads(POLICY.read_text()))
+CATALOG = Catalog.build([RelationInfo(Name("public", "payments")),
+                         RelationInfo(Name("public", "orders"))], [])
+
+
+def judge(sql: str, profile: str = "agent-rw", server: str = "mariadb") -> Refusal | None:
+    ctx = Context(CATALOG, ("public",), "agent")
+    return Guardrails(PROFILES[profile]).check(analyze(sql, server=server), ctx)
+
+
+REFUSED = [
+    ("DELETE FROM orders", "bounded-writes"),
+    ("delete   from `orders` -- all of it\n", "bounded-writes"),
+    ("DELETE FROM orders WHERE 1=1", "bounded-writes"),
+    ("UPDATE orders SET status = 'x' WHERE id = id", "bounded-writes"),
+    ("UPDATE orders SET status = 'x' WHERE ?", "bounded-writes"),
+    ("DELETE FROM orders WHERE status = 'a' OR TRUE", "bounded-writes"),
+    ("DELETE o FROM orders o JOIN payments p ON 1=1", "bounded-writes"),
+    ("/*!DROP TABLE orders*/", "no-ddl"),
+    ("SELECT 1; /*!50700 DROP TABLE orders */", "no-ddl"),
+    ("/*M!100500 DROP TABLE orders */", "no-ddl"),
+    ("TRUNCATE TABLE orders", "no-ddl"),
+    ("RENAME TABLE orders TO orders_old", "no-ddl"),
+    ("ALTER TABLE orders ADD COLUMN x INT", "no-ddl"),
+    ("UPDATE payments SET amount = 0 WHERE id = 2", "protected-tables"),
+    ("INSERT INTO `payments` VALUES (1)", "protected-tables"),
+    ("REPLACE INTO payments VALUES (1)", "protected-tables"),
+    ("INSERT INTO payments (id) VALUES (1) ON DUPLICATE KEY UPDATE id = 2", "protected-tables"),
+    ("SELECT * FROM orders INTO OUTFILE '/tmp/x'", "no-files"),
+    ("SELECT * FROM orders INTO DUMPFILE '/tmp/x'", "no-files"),
+    ("LOAD DATA INFILE '/etc/passwd' INTO TABLE orders", "no-files"),
+    ("LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE orders", "no-files"),
+    ("SELECT load_file('/etc/passwd')", "no-files"),
+    ("SET GLOBAL general_log_file = '/tmp/x'", "no-files"),
+    ("GRANT ALL ON *.* TO 'x'@'%'", "no-privileges"),
+    ("CREATE USER 'x'@'%' IDENTIFIED BY 'y'", "no-privileges"),
+    ("SET PASSWORD FOR 'root'@'%' = PASSWORD('x')", "no-privileges"),
+    ("PREPARE s FROM CONCAT('DROP ', 'TABLE orders')", "no-code"),
+    ("PREPARE s FROM @sql", "no-code"),
+    ("PREPARE s FROM 'DELETE FROM orders'", "bounded-writes"),
+    ("BEGIN NOT ATOMIC DELETE FROM orders WHERE id = 1; END", "no-code"),
+    ("EXECUTE IMMEDIATE 'DROP TABLE orders'", "no-code"),
+    ("CREATE PROCEDURE p() BEGIN DELETE FROM orders; END", "no-code"),
+]
+
+
+@pytest.mark.parametrize(("sql", "rule"), REFUSED)
+def test_refused_with_the_rule_named(sql: str, rule: str) -> None:
+    refusal = judge(sql)
+    assert refusal is not None, sql
+    assert refusal.rule == rule, (sql, refusal)
+    assert refusal.message.startswith(f"wiregate: blocked by rule {rule}: ")
+
+
+ALLOWED = [
+    "SELECT * FROM orders WHERE id = 1",
+    "SELECT o.*, p.amount FROM orders o JOIN payments p ON p.order_id = o.id",
+    "WITH x AS (SELECT id FROM orders) SELECT * FROM x",
+    "SELECT * FROM orders WHERE note = 'DROP TABLE x; DELETE FROM orders WHERE 1=1'",
+    "SELECT 1 /* DROP TABLE orders */",
+    "DELETE FROM orders WHERE id = 1",
+    "UPDATE orders SET status = 'shipped' WHERE id = ?",
+    "INSERT INTO orders (id) VALUES (1)",
+    "SELECT * FROM orders FOR UPDATE",
+    "START TRANSACTION",
+    "COMMIT",
+    "SET NAMES utf8mb4",
+    "SET autocommit = 1",
+    "SHOW TABLES",
+    "/*M!100500 SELECT 1 */",
+]
+
+
+@pytest.mark.parametrize("sql", ALLOWED)
+def test_ordinary_traffic_passes(sql: str) -> None:
+    assert judge(sql) is None, sql
+
+
+def test_mariadb_only_comment_is_ignored_by_mysql() -> None:
+    assert judge("SELECT 1 /*M! ; DROP TABLE orders */", server="mysql") is None
+    assert judge("SELECT 1 /*M! ; DROP TABLE orders */", server="mariadb") is not None
+
+
+def test_read_only_profile_refuses_every_write_and_read_write_transactions() -> None:
+    for sql in ("INSERT INTO orders VALUES (1)", "START TRANSACTION READ WRITE",
+                "SET SESSION TRANSACTION READ WRITE"):
+        refusal = judge(sql, "agent-readonly")
+        assert refusal is not None and refusal.rule == "read-only", sql
+    assert judge("SELECT * FROM orders", "agent-readonly") is None
+
+
+def test_error_numbers_fit_the_refusal() -> None:
+    policy = GuardPolicy(PROFILES, lambda s: "agent-rw", dialect="mysql")
+    session = SessionInfo("1", "agent", "test", "test")
+    deny = policy.decide(Statement("DROP TABLE orders", "query"), session)
+    assert deny.__class__.__name__ == "Deny"
+    cases = {"DROP TABLE orders": 1227, "DELETE FROM orders": 1142,
+             "GRANT ALL ON *.* TO x": 1227}
+    for sql, errno in cases.items():
+        refusal = judge(sql)
+        assert refusal is not None
+        number, state, message = mysql_error(refusal)
+        assert (number, state) == (errno, "42000"), sql
+        assert message.startswith("wiregate: blocked by rule")
+    parse = Refusal("wiregate.parse", "parse", "x")
+    assert mysql_error(parse)[:2] == (1064, "42000")
