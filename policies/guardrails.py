@@ -220,6 +220,9 @@ class Guardrails:
             return Refusal(rule.id, "read_only", "a read-write transaction was requested",
                            hint=hint)
         for s in f.settings:
+            if s.name in ("transaction_read_only", "default_transaction_read_only") \
+                    and _truthy(s.value):
+                continue  # BEGIN READ ONLY, SET TRANSACTION READ ONLY: asks for what we impose
             if s.name in READ_ONLY_SETTINGS or (s.name == "statement_timeout"
                                                 and self.profile.statement_timeout_ms):
                 return Refusal(rule.id, "read_only", f"changing {s.name} is not allowed",
@@ -314,9 +317,9 @@ class Guardrails:
         if code:
             allowed += code.allow
         for call in f.calls:
+            names = self._routine_names(call.name, ctx) if functions else []
             for rule in functions:
-                if any(p.matches(call.name) or p.matches(Name(None, call.name.name))
-                       for p in rule.deny):
+                if any(p.matches(n) for p in rule.deny for n in names):
                     return Refusal(rule.id, "functions", f"{call.name}() is not allowed",
                                    hint=rule.hint)
             if guard is None:
@@ -326,6 +329,20 @@ class Guardrails:
                 return refusal
         return None
 
+    @staticmethod
+    def _routine_names(name: Name, ctx: Context) -> list[Name]:
+        """The names a call may denote, for deny-lists: as written, and qualified through the
+        catalog, or through every schema on the path when the catalog cannot say (fail
+        closed: ``bump()`` must not slip past a deny of ``public.bump``)."""
+        out = [name, Name(None, name.name)]
+        if name.schema is not None:
+            return out
+        cat = ctx.catalog
+        found = cat.routines_named(name, ctx.path()) if cat is not None and cat.loaded else []
+        if found:
+            return out + [r.name for r in found]
+        return out + [Name(s, name.name) for s in Catalog.effective_path(ctx.path())]
+
     def _routine(self, call: Call, ctx: Context, rule: Rule,
                  allowed: Sequence[Pattern]) -> Refusal | None:
         if any(p.matches(call.name) for p in allowed):
@@ -334,7 +351,11 @@ class Guardrails:
         base = call.name.name.lower()
         if call.name.schema in (None, "pg_catalog") and base in HARMLESS_VOLATILE \
                 and not call.procedure:
-            return None
+            # Only the built-in: a public.random() earlier on the path is judged like any other.
+            shadows = cat.routines_named(call.name, ctx.path()) \
+                if cat is not None and cat.loaded else []
+            if all(r.name.schema == "pg_catalog" for r in shadows):
+                return None
         if cat is None or not cat.loaded:
             return Refusal(rule.id, rule.kind, f"{call.name}() cannot be classified: "
                            "the catalog is not available",
@@ -405,6 +426,11 @@ class Guardrails:
             return {name}
         path = [s for s in ctx.path() if s != "pg_catalog"] or ["public"]
         return {Name(path[0], name.name)}
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in (
+        "on", "true", "yes", "1", "t", "y", "tr", "tru", "ye")
 
 
 def _verb(f: Facts) -> str:

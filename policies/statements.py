@@ -69,22 +69,32 @@ _CREATE_KINDS = {
     "CreateRangeStmt": "type", "CreateDomainStmt": "type", "CreateStatsStmt": "statistics",
     "CreatedbStmt": "database",
 }
+_PRIVILEGE_SUBCOMMANDS = {
+    enums.AlterTableType.AT_ChangeOwner: "OWNER TO",
+    enums.AlterTableType.AT_EnableRowSecurity: "ENABLE ROW LEVEL SECURITY",
+    enums.AlterTableType.AT_DisableRowSecurity: "DISABLE ROW LEVEL SECURITY",
+    enums.AlterTableType.AT_ForceRowSecurity: "FORCE ROW LEVEL SECURITY",
+    enums.AlterTableType.AT_NoForceRowSecurity: "NO FORCE ROW LEVEL SECURITY",
+}
 _SKIP_SLOTS = frozenset({"location", "stmt_location", "stmt_len", "rexpr_list_start",
                          "rexpr_list_end", "arg_location"})
 
 
 def analyze(sql: str) -> list[Facts]:
     """Split a string into its statements and describe each; raises ``Unparseable``."""
+    if "\x00" in sql:
+        # The parser stops at a NUL: "SELECT 1\x00; DROP TABLE t" would be judged a SELECT.
+        raise Unparseable("the statement contains a NUL character")
     try:
         raw = parse_sql(sql)
     except ParseError as exc:
         raise Unparseable(str(exc)) from None
-    encoded = sql.encode()
     out: list[Facts] = []
     for rs in raw:
+        # pglast reports locations in characters of the Python string, not in UTF-8 bytes.
         start = rs.stmt_location or 0
-        length = rs.stmt_len or len(encoded) - start
-        text = encoded[start:start + length].decode(errors="replace").strip()
+        length = rs.stmt_len or len(sql) - start
+        text = sql[start:start + length].strip()
         out.append(_Statement(text).facts(rs.stmt))
     return out
 
@@ -112,6 +122,25 @@ def _walk(node: Any) -> Iterator[Any]:
         n = stack.pop()
         yield n
         stack.extend(_children(n))
+
+
+def _scoped_walk(node: Any) -> Iterator[tuple[Any, frozenset[str]]]:
+    """Every node with the CTE names visible at it. A non-recursive WITH's query sees only
+    the CTEs before it, so ``WITH t AS (SELECT * FROM t)`` reads the table t."""
+    stack: list[tuple[Any, frozenset[str]]] = [(node, frozenset())]
+    while stack:
+        n, scope = stack.pop()
+        yield n, scope
+        with_ = getattr(n, "withClause", None)
+        if not isinstance(with_, ast.WithClause):
+            stack.extend((c, scope) for c in _children(n))
+            continue
+        ctes = [c for c in with_.ctes or () if isinstance(c, ast.CommonTableExpr)]
+        names = [c.ctename or "" for c in ctes]
+        inner = scope | frozenset(names)
+        for i, cte in enumerate(ctes):
+            stack.append((cte, inner if with_.recursive else scope | frozenset(names[:i])))
+        stack.extend((c, inner) for c in _children(n) if c is not with_)
 
 
 def shape(node: Any) -> Any:
@@ -247,7 +276,15 @@ def truth(node: Any) -> bool | None:
                     and not _has_volatile_shape(node.lexpr):
                 return op in ("=", "<=", ">=")
             return None
+        if node.kind in (enums.A_Expr_Kind.AEXPR_DISTINCT, enums.A_Expr_Kind.AEXPR_NOT_DISTINCT) \
+                and node.lexpr is not None and shape(node.lexpr) == shape(node.rexpr) \
+                and not _has_volatile_shape(node.lexpr):
+            # a IS NOT DISTINCT FROM a holds for every row, NULLs included.
+            return node.kind == enums.A_Expr_Kind.AEXPR_NOT_DISTINCT
         if node.kind == enums.A_Expr_Kind.AEXPR_IN and isinstance(node.rexpr, tuple):
+            if op == "=" and not _has_volatile_shape(node.lexpr) and \
+                    any(shape(node.lexpr) == shape(x) for x in node.rexpr):
+                return True
             left = _const(node.lexpr)
             items = [_const(x) for x in node.rexpr]
             if left is not _UNKNOWN and all(i is not _UNKNOWN for i in items):
@@ -299,21 +336,44 @@ def _has_volatile_shape(node: Any) -> bool:
 def _references_row(where: Any, target: set[str], others: set[str]) -> bool:
     """Whether the condition reads a column of the row being changed. Unqualified columns
     outside subqueries count (they may be the target's); inside a subquery only references
-    qualified with the target's name or alias do (correlation)."""
-    def visit(node: Any, in_sub: bool) -> bool:
+    qualified with the target's name or alias do (correlation), and not where the subquery's
+    own FROM reuses that name (``EXISTS (SELECT 1 FROM t WHERE t.id = 1)`` reads its own t)."""
+    def visit(node: Any, in_sub: bool, shadowed: bool) -> bool:
         if isinstance(node, ast.ColumnRef):
             parts = [p.sval for p in node.fields or () if isinstance(p, ast.String)]
             stars = any(isinstance(p, ast.A_Star) for p in node.fields or ())
             qual_len = len(parts) - (0 if stars else 1)
             if qual_len <= 0:
                 return not in_sub
-            return parts[qual_len - 1] in target
+            return not shadowed and parts[qual_len - 1] in target
         if isinstance(node, ast.CurrentOfExpr):
             return True
-        sub = in_sub or isinstance(node, ast.SubLink | ast.RangeSubselect)
-        return any(visit(c, sub) for c in _children(node))
+        if isinstance(node, ast.SubLink):
+            # ``x IN (SELECT …)``: x belongs to the outer query, only the subselect is inner.
+            return (node.testexpr is not None and visit(node.testexpr, in_sub, shadowed)) \
+                or visit(node.subselect, True, shadowed)
+        if isinstance(node, ast.SelectStmt) and in_sub:
+            shadowed = shadowed or bool(_aliases(node.fromClause) & target) or any(
+                (c.ctename or "") in target for c in getattr(node.withClause, "ctes", None) or ())
+        sub = in_sub or isinstance(node, ast.RangeSubselect)
+        return any(visit(c, sub, shadowed) for c in _children(node))
     del others
-    return visit(where, False)
+    return visit(where, False, False)
+
+
+def _bounds(node: Any, target: set[str], negated: bool = False) -> bool:
+    """Whether the condition restricts the rows through the row itself. An OR is only as
+    bounded as its weakest branch: ``id = 1 OR $1`` touches every row when $1 is true."""
+    if isinstance(node, ast.BoolExpr):
+        args = node.args or ()
+        if node.boolop == enums.BoolExprType.NOT_EXPR:
+            return bool(args) and _bounds(args[0], target, not negated)
+        conjunction = (node.boolop == enums.BoolExprType.AND_EXPR) != negated
+        if conjunction:
+            return any(_bounds(a, target, negated) for a in args)
+        # A branch that is false for every row adds no rows to a disjunction.
+        return all(truth(a) is negated or _bounds(a, target, negated) for a in args)
+    return _references_row(node, target, set())
 
 
 def unbounded(where: Any, target: Any, others: set[str]) -> str | None:
@@ -328,6 +388,8 @@ def unbounded(where: Any, target: Any, others: set[str]) -> str | None:
         names = {target.alias.aliasname}
     if not _references_row(where, names, others):
         return "the WHERE condition does not depend on the row (constant or bare parameter)"
+    if not _bounds(where, names):
+        return "a branch of the WHERE condition does not depend on the row"
     return None
 
 
@@ -356,7 +418,9 @@ def _explain_analyzes(stmt: ast.ExplainStmt) -> bool:
                 return True
             value = _as_bool(_const(opt.arg) if isinstance(opt.arg, ast.A_Const)
                              else getattr(opt.arg, "sval", None))
-            return value is not False
+            # The server takes the last ANALYZE option; any one that may be true counts.
+            if value is not False:
+                return True
     return False
 
 
@@ -387,9 +451,8 @@ class _Statement:
         category = self._top(stmt, kind)
         if category in ("read", "session", "transaction") and self.writes:
             category = "write"
-        reads = {r for r in self.reads if not (r.schema is None and r.name in self.ctes)}
         return Facts(
-            kind=kind, category=category, text=self.text, reads=frozenset(reads),
+            kind=kind, category=category, text=self.text, reads=frozenset(self.reads),
             writes=tuple(self.writes), calls=tuple(self.calls), objects=tuple(self.objects),
             create_kind=self.create_kind, or_replace=self.or_replace,
             settings=tuple(self.settings), file_access=tuple(self.file_access),
@@ -496,7 +559,7 @@ class _Statement:
     def _tree(self, root: Any) -> None:
         """Everything a subtree touches: reads, nested writes (writable CTEs), calls."""
         targets: set[int] = set()
-        for node in _walk(root):
+        for node, scope in _scoped_walk(root):
             if isinstance(node, ast.InsertStmt):
                 op: WriteOp = "insert"
                 if node.onConflictClause is not None and \
@@ -523,6 +586,8 @@ class _Statement:
             elif isinstance(node, ast.FuncCall):
                 self._call(node)
             elif isinstance(node, ast.RangeVar) and id(node) not in targets:
+                if node.schemaname is None and node.relname in scope:
+                    continue  # a reference to a CTE, not to a table
                 self.reads.add(_name(node))
 
     @staticmethod
@@ -649,6 +714,12 @@ class _Statement:
             if stmt.removeType in (enums.ObjectType.OBJECT_ROLE,):
                 self.privilege.append("DROP ROLE")
             return "ddl"
+        if isinstance(stmt, ast.AlterTableStmt):
+            # OWNER TO and row-level security hand out or take away access: privilege changes
+            # as much as ALTER FUNCTION … OWNER TO is.
+            for cmd in stmt.cmds or ():
+                if isinstance(cmd, ast.AlterTableCmd) and cmd.subtype in _PRIVILEGE_SUBCOMMANDS:
+                    self.privilege.append(f"ALTER TABLE … {_PRIVILEGE_SUBCOMMANDS[cmd.subtype]}")
         rel = getattr(stmt, "relation", None)
         if isinstance(rel, ast.RangeVar):
             self.objects.append((_object_kind(getattr(stmt, "objtype", None)

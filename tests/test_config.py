@@ -149,7 +149,8 @@ def test_full_config_values() -> None:
      "users.alice.scram_sha_256", "wrong key lengths or iteration count"),
     ({"users__alice": {}}, "users.alice.scram_sha_256", "is required"),
     # unknown keys
-    ({"postgre": {}}, "postgre", "unknown key (expected one of: guardrails, postgres, server, users)"),
+    ({"postgre": {}}, "postgre",
+     "unknown key (expected one of: guardrails, postgres, server, users)"),
     ({"server__worker": 2}, "server.worker", "unknown key"),
     ({"postgres__listen_port": 1}, "postgres.listen_port", "unknown key"),
     ({"postgres__databases__test__hots": "x"}, f"{DB}.hots", "unknown key"),
