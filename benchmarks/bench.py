@@ -3,7 +3,9 @@
 
 Runs ``pgbench -S`` (read-only point selects) in the simple, extended and prepared protocol modes
 against each target, plus a bulk read of ``pgbench_accounts`` with psycopg, and writes a Markdown
-and a JSON report to ``benchmarks/results/``.
+and a JSON report to ``benchmarks/results/``. Wiregate is measured twice in the same run: plain
+(``wiregate``) and with guardrails on (``guarded``: ``examples/policy.toml``, profile
+``agent-readonly``), so the cost of the guardrails is a same-run ratio.
 
     .venv/bin/python benchmarks/bench.py                 # full run: 20 s x 3 runs per cell
     .venv/bin/python benchmarks/bench.py --quick         # smoke test: 5 s x 1 run, 10 clients
@@ -41,7 +43,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCH_DB = "wiregate_bench"
 SCALE = 10
 ACCOUNTS = 100_000 * SCALE
-ALL_TARGETS = ("direct", "pgbouncer", "wiregate")
+ALL_TARGETS = ("direct", "pgbouncer", "wiregate", "guarded")
+POLICY_FILE = ROOT / "examples" / "policy.toml"
+GUARDED_PROFILE = "agent-readonly"  # read-only session with a statement timeout; -S only reads
 ALL_MODES = ("simple", "extended", "prepared")
 BULK_SQL = "SELECT aid, bid, abalance, filler FROM pgbench_accounts"
 BULK_BYTES_SQL = (
@@ -366,16 +370,30 @@ def wiregate_command(config: Path) -> list[str]:
     return [sys.executable, "-c", code, "serve", "--config", str(config)]
 
 
-def start_wiregate(tmp: Path, pg_host: str, pg_port: int, pg_user: str, workers: int) -> Target:
+def start_wiregate(tmp: Path, pg_host: str, pg_port: int, pg_user: str, workers: int,
+                   profile: str | None = None, name: str = "wiregate") -> Target:
+    """Start ``wiregate serve``; with ``profile`` the guardrails are on for the route.
+
+    The policy file is copied into the target's directory, so ``--keep-tmp`` keeps the exact
+    policy the figures were measured with.
+    """
     sys.path.insert(0, str(ROOT))
     try:
         from protocols.postgres.scram import make_verifier
     except ImportError as exc:
         raise BenchError(f"cannot import the SCRAM helper from the project: {exc}") from exc
-    d = tmp / "wiregate"
+    d = tmp / name
     d.mkdir()
     port = free_port()
     config = d / "wiregate.toml"
+    guardrails = route_profile = ""
+    if profile is not None:
+        if not POLICY_FILE.exists():
+            raise BenchError(f"{name}: policy file {POLICY_FILE} does not exist")
+        policy = d / "policy.toml"
+        shutil.copyfile(POLICY_FILE, policy)
+        guardrails = f'\n[guardrails]\npolicy_file = "{policy}"\n'
+        route_profile = f'profile = "{profile}"\n'
     config.write_text(
         "[server]\n"
         f"workers = {workers}\n"
@@ -390,13 +408,16 @@ def start_wiregate(tmp: Path, pg_host: str, pg_port: int, pg_user: str, workers:
         f"port = {pg_port}\n"
         f'user = "{pg_user}"\n'
         'tls = "disable"\n'
+        + route_profile
+        + guardrails
     )
     logfile = d / "wiregate.log"
-    target = Target("wiregate", "127.0.0.1", port, BENCH_USER, password=BENCH_PASSWORD,
+    target = Target(name, "127.0.0.1", port, BENCH_USER, password=BENCH_PASSWORD,
                     logfile=logfile)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     target.proc = spawn(wiregate_command(config), logfile, env=env, cwd=ROOT)
-    log(f"wiregate pid {target.proc.pid} on port {port} ({workers} workers)")
+    what = f", guardrails profile {profile}" if profile else ""
+    log(f"{name} pid {target.proc.pid} on port {port} ({workers} workers{what})")
     wait_for_port(target, 30)
     check_query(target)
     return target
@@ -566,6 +587,14 @@ def _med(values: Iterable[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def _guard_ratio(on: float | None, off: float | None) -> float | None:
+    """guarded / wiregate: what is left of plain Wiregate's figure with the guardrails on."""
+    return round(on / off, 3) if on is not None and off else None
+
+
+GUARD_MIN = 0.9  # acceptance: guardrails on / off at least this in every mode and client count
+
+
 @dataclass
 class Report:
     machine: dict[str, Any]
@@ -598,6 +627,14 @@ class Report:
                     v = row[t]["tps_median"]
                     row[t]["ratio_to_direct"] = (round(v / base, 3)
                                                  if base and v is not None else None)
+                if "guarded" in targets and "wiregate" in targets:
+                    row["guardrails_on_off"] = _guard_ratio(row["guarded"]["tps_median"],
+                                                            row["wiregate"]["tps_median"])
+                    on_cpu = row["guarded"]["cpu_us_per_txn_median"]
+                    off_cpu = row["wiregate"]["cpu_us_per_txn_median"]
+                    row["guardrails_cpu_us_per_txn_added"] = (
+                        round(on_cpu - off_cpu, 2)
+                        if on_cpu is not None and off_cpu is not None else None)
                 out.append(row)
         return out
 
@@ -622,6 +659,11 @@ class Report:
         for t in targets:
             tot = out[t]["total_s_median"]
             out[t]["ratio_to_direct"] = round(base / tot, 3) if base and tot else None
+        if "guarded" in out and "wiregate" in out:
+            out["guardrails_on_off"] = _guard_ratio(out["guarded"]["rows_per_s"],
+                                                    out["wiregate"]["rows_per_s"])
+            out["guardrails_on_off_wire"] = _guard_ratio(out["guarded"]["wire_rows_per_s"],
+                                                         out["wiregate"]["wire_rows_per_s"])
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -667,12 +709,18 @@ class Report:
             "MB = Σ per row (7 + Σ per column (4 + text length)), the DataRow payload. "
             "vs direct = direct time / target time.",
         ]
+        if "guardrails_on_off" in bulk:
+            lines += ["", "Guardrails on / off (guarded ÷ wiregate): "
+                      + _fmt(bulk["guardrails_on_off"], ".2f", "×") + " in rows/s, "
+                      + _fmt(bulk["guardrails_on_off_wire"], ".2f", "×") + " wire-only "
+                      "(the part the proxy can slow down; `fetchall` is client work)."]
         return lines
 
     def to_markdown(self) -> str:
         targets: list[str] = self.settings["targets"]
         proxies = [t for t in targets if t != "direct"]
         has_direct = "direct" in targets
+        guard = "guarded" in targets and "wiregate" in targets
         m, s = self.machine, self.settings
         lines = [
             f"# Wiregate benchmark, {s['started']}",
@@ -681,8 +729,14 @@ class Report:
             f"{m['memory_gb']} GB RAM",
             f"- PostgreSQL: {m['postgres_version']}",
             f"- pgbench: {m['pgbench_version']}; pgbouncer: {m.get('pgbouncer_version') or '-'}",
-            f"- Wiregate: {m.get('wiregate_version') or '-'} "
-            f"({s['wiregate_workers']} workers), Python {m['python']}",
+            f"- Wiregate: {m.get('wiregate_version') or '-'}"
+            + (f" at {m['wiregate_commit']}" if m.get("wiregate_commit") else "")
+            + (" + uncommitted changes to " + ", ".join(m["wiregate_uncommitted"])
+               if m.get("wiregate_uncommitted") else "")
+            + " "
+            f"({s['wiregate_workers']} workers), Python {m['python']}"
+            + (f"; `guarded` = the same with guardrails on, profile `{s['guarded_profile']}` "
+               f"of `{s['policy_file']}`" if "guarded" in targets else ""),
             f"- pgbench -S, scale {SCALE}, {s['duration']} s per run, {s['runs']} run(s) per "
             f"cell (median shown), -j {s['threads']}, targets interleaved, sslmode=disable"
             + (" — **quick smoke run, not a measurement**" if s["quick"] else ""),
@@ -695,6 +749,8 @@ class Report:
             head.append(f"{t} TPS")
             if t != "direct" and has_direct:
                 head.append(f"{t} / direct")
+        if guard:
+            head.append("guardrails on / off")
         head += [f"{t} µs CPU/txn" for t in proxies]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|")
@@ -704,6 +760,8 @@ class Report:
                 cells.append(_fmt(row[t]["tps_median"], ",.0f"))
                 if t != "direct" and has_direct:
                     cells.append(_fmt(row[t]["ratio_to_direct"], ".2f", "×"))
+            if guard:
+                cells.append(_fmt(row["guardrails_on_off"], ".2f", "×"))
             cells += [_fmt(row[t]["cpu_us_per_txn_median"], ".1f") for t in proxies]
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
@@ -711,6 +769,18 @@ class Report:
             "Ratio = proxy TPS / direct TPS (1.00 = no loss). µs CPU/txn = CPU time of the proxy "
             "process tree (all workers) during the run divided by transactions completed.",
         ]
+        if guard:
+            ratios = [r["guardrails_on_off"] for r in self.tps_summary(targets)]
+            known = [r for r in ratios if r is not None]
+            verdict = ("n/a" if not known else
+                       ("yes" if len(known) == len(ratios) and min(known) >= GUARD_MIN
+                        else "no") + f" (lowest {min(known):.2f}×)")
+            lines += [
+                "",
+                "Guardrails on / off = guarded TPS / wiregate TPS (medians of the same run), "
+                f"the cost of the guardrails alone. At least {GUARD_MIN:.2f}× in every mode "
+                f"and client count: {verdict}.",
+            ]
         if self.settings["bulk_runs"]:
             lines += self._bulk_markdown(targets)
         if self.errors:
@@ -772,6 +842,15 @@ def machine_info(pg_host: str, pg_port: int, pg_user: str) -> dict[str, Any]:
         wg = version("wiregate")
     except Exception:
         pass
+    commit = _cmd_first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = None
+    try:
+        res = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "proxy",
+                              "protocols", "policies"], capture_output=True, text=True,
+                             timeout=10)
+        dirty = [line[3:] for line in res.stdout.splitlines()] if res.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
     return {
         "nproc": os.cpu_count(),
         "cpu_model": model,
@@ -783,6 +862,8 @@ def machine_info(pg_host: str, pg_port: int, pg_user: str) -> dict[str, Any]:
         "pgbench_version": _cmd_first_line(["pgbench", "--version"]),
         "pgbouncer_version": pgb,
         "wiregate_version": wg,
+        "wiregate_commit": commit,
+        "wiregate_uncommitted": dirty,  # proxy code measured differs from the commit here
     }
 
 
@@ -831,7 +912,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     badm = [m for m in args.modes if m not in ALL_MODES]
     if badm or not args.modes:
         ap.error(f"unknown mode(s) {badm}; choose from {', '.join(ALL_MODES)}")
-    # Keep the canonical order so tables read direct | pgbouncer | wiregate.
+    # Keep the canonical order so tables read direct | pgbouncer | wiregate | guarded.
     args.targets = [t for t in ALL_TARGETS if t in args.targets]
     return args
 
@@ -876,8 +957,11 @@ def _run(args: argparse.Namespace, started: dt.datetime, tmp: Path) -> int:
             check_query(t)
         elif name == "pgbouncer":
             t = start_pgbouncer(tmp, args.pg_host, args.pg_port, args.pg_user)
-        else:
+        elif name == "wiregate":
             t = start_wiregate(tmp, args.pg_host, args.pg_port, args.pg_user, args.workers)
+        else:
+            t = start_wiregate(tmp, args.pg_host, args.pg_port, args.pg_user, args.workers,
+                               profile=GUARDED_PROFILE, name="guarded")
         targets.append(t)
 
     report = Report(
@@ -892,6 +976,9 @@ def _run(args: argparse.Namespace, started: dt.datetime, tmp: Path) -> int:
             "threads": args.threads,
             "targets": args.targets,
             "wiregate_workers": args.workers,
+            "guarded_profile": GUARDED_PROFILE if "guarded" in args.targets else None,
+            "policy_file": (str(POLICY_FILE.relative_to(ROOT))
+                            if "guarded" in args.targets else None),
             "warmup": args.warmup,
             "bulk_runs": 0 if args.no_bulk else args.bulk_runs,
             "scale": SCALE,

@@ -282,7 +282,9 @@ class Guardrails:
         for base in bases:
             for pattern in rule.tables:
                 if pattern.matches(base):
-                    via = "" if base == w.target else f" (through {w.target})"
+                    direct = base == w.target or (w.target.schema is None
+                                                  and base.name == w.target.name)
+                    via = "" if direct else f" (through {w.target})"
                     return Refusal(rule.id, "protected_tables",
                                    f"{w.op.upper()} on protected table {base}{via}",
                                    detail=f"protected: {pattern}", hint=hint)
