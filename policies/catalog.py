@@ -24,6 +24,7 @@ class RelationInfo:
     name: Name
     kind: str = "r"
     bases: tuple[Name, ...] = ()   # for views: the relations the view reads (one level)
+    parents: tuple[Name, ...] = ()  # partition parent / inheritance parents (pg_inherits)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class Catalog:
 
     def __post_init__(self) -> None:
         self._by_oid = {r.oid: r for rs in self.routines.values() for r in rs if r.oid}
+        self._children: dict[Name, list[Name]] = {}
+        for rel in self.relations.values():
+            for parent in rel.parents:
+                self._children.setdefault(parent, []).append(rel.name)
 
     # -- building -------------------------------------------------------------------------
 
@@ -73,7 +78,8 @@ class Catalog:
     def to_json(self) -> str:
         return json.dumps({
             "relations": [[r.name.schema, r.name.name, r.kind,
-                           [[b.schema, b.name] for b in r.bases]]
+                           [[b.schema, b.name] for b in r.bases],
+                           [[p.schema, p.name] for p in r.parents]]
                           for r in self.relations.values()],
             "routines": [[p.name.schema, p.name.name, p.oid, p.volatility, p.kind]
                          for ps in self.routines.values() for p in ps],
@@ -83,8 +89,9 @@ class Catalog:
     @classmethod
     def from_json(cls, text: str) -> Catalog:
         data: dict[str, Any] = json.loads(text)
-        rels = [RelationInfo(Name(s, n), k, tuple(Name(bs, bn) for bs, bn in b))
-                for s, n, k, b in data.get("relations", [])]
+        rels = [RelationInfo(Name(r[0], r[1]), r[2], tuple(Name(bs, bn) for bs, bn in r[3]),
+                             tuple(Name(ps, pn) for ps, pn in (r[4] if len(r) > 4 else ())))
+                for r in data.get("relations", [])]
         procs = [RoutineInfo(Name(s, n), oid, vol, kind)
                  for s, n, oid, vol, kind in data.get("routines", [])]
         return cls.build(rels, procs, data.get("schemas", []))
@@ -135,6 +142,22 @@ class Catalog:
                 stack.extend(info.bases)
             else:
                 out.add(n)
+        return out
+
+    def family(self, name: Name) -> set[Name]:
+        """A table with every ancestor and descendant through partitioning and inheritance:
+        a write to any of them may change rows the others show."""
+        out = {name}
+        stack = [name]
+        while stack:
+            n = stack.pop()
+            rel = self.relations.get(n)
+            related = list(rel.parents) if rel else []
+            related += self._children.get(n, [])
+            for r in related:
+                if r not in out:
+                    out.add(r)
+                    stack.append(r)
         return out
 
     def routines_named(self, name: Name, path: Sequence[str]) -> list[RoutineInfo]:

@@ -35,6 +35,7 @@ class SessionInfo:
     user: str
     database: str
     upstream_database: str
+    upstream_user: str = ""       # the role the server sees ("$user" in search_path)
     application_name: str = ""
     client_addr: str = ""
     tls: bool = False
@@ -92,6 +93,9 @@ class Hold:
 
     reason: str
     rule: str = ""
+    # "approval": a human decides. "catalog": the policy lacks a catalog fact that a fresh
+    # read may supply; the proxy re-reads the catalog and asks the policy again, once.
+    wait_for: str = "approval"
 
 
 Decision = Allow | Deny | Hold

@@ -21,12 +21,14 @@ from pglast.parser import ParseError, normalize
 
 from policies import mysql_statements, statements
 from policies.catalog import Catalog
-from policies.decision import ALLOW, Decision, Deny, SessionInfo, Statement
+from policies.decision import ALLOW, Decision, Deny, Hold, SessionInfo, Statement
 from policies.facts import Call, Facts, Setting, Unparseable
 from policies.guardrails import Context, Guardrails, Profile, Refusal
 
 CACHE_SIZE = 4096
 PARSE_RULE = "wiregate.parse"
+# The statement waits while the catalog is re-read (after DDL, or for a fact it lacks).
+CATALOG_WAIT = Hold("the catalog is being re-read", rule="wiregate.catalog", wait_for="catalog")
 
 # Client startup parameters a guarded session may pass upstream. Anything else (a GUC that
 # turns off read-only mode, a role, session_replication_role) is refused at login.
@@ -41,16 +43,22 @@ STARTUP_PARAMETERS = frozenset({
 
 
 class CatalogSource(Protocol):
-    """Where catalog snapshots come from; ``changed`` asks for a refresh after DDL."""
+    """Where catalog snapshots come from; ``changed`` asks for a refresh after DDL, ``stale``
+    says one is under way (decisions wait for it rather than judge on the old schema)."""
 
     def current(self, database: str) -> Catalog | None: ...
 
     def changed(self, database: str) -> None: ...
 
+    def stale(self, database: str) -> bool: ...
+
 
 class NoCatalog:
     def current(self, database: str) -> Catalog | None:
         return None
+
+    def stale(self, database: str) -> bool:
+        return False
 
     def changed(self, database: str) -> None:
         return None
@@ -62,6 +70,7 @@ class _SessionState:
     guard: Guardrails
     search_path: tuple[str, ...]
     seen_path: tuple[str, ...]
+    ddl_pending: bool = False      # DDL allowed; re-read the catalog once it has committed
 
 
 @dataclass(frozen=True)
@@ -156,18 +165,27 @@ class GuardPolicy:
 
     def decide(self, statement: Statement, session: SessionInfo) -> Decision:
         state = self._state(session)
-        catalog = self.catalogs.current(session.database)
-        ctx = Context(catalog, state.seen_path, session.user)
+        database = session.database
+        retry = bool(session.policy_state.get("catalog_retry"))
+        if state.ddl_pending and session.transaction_status == "I":
+            # The DDL's transaction has ended (committed or rolled back): re-read the schema.
+            state.ddl_pending = False
+            self.catalogs.changed(database)
+        if not retry and self.catalogs.stale(database):
+            return CATALOG_WAIT
+        catalog = self.catalogs.current(database)
+        user = session.upstream_user or session.user
+        ctx = Context(catalog, state.seen_path, user)
         if statement.source == "function_call":
-            return self._function_call(statement, state, ctx)
+            return self._function_call(statement, state, ctx, session, retry)
         sql = statement.sql
         version = catalog.version if catalog is not None else -1
-        context_key = (state.profile.name, version, state.seen_path, session.user)
+        context_key = (state.profile.name, version, state.seen_path, user)
         exact_key = (context_key, sql)
         verdict = self._exact.get(exact_key)
         if verdict is None:
             verdict = self._judge(sql, state, ctx, exact_key)
-        return self._apply(verdict, state, session)
+        return self._apply(verdict, state, session, retry)
 
     def _judge(self, sql: str, state: _SessionState, ctx: Context,
                exact_key: tuple[Any, ...]) -> _Verdict:
@@ -209,9 +227,11 @@ class GuardPolicy:
         changes = any(f.category in ("ddl", "create", "code") for f in facts)
         return _Verdict(refusal, settings, changes)
 
-    def _apply(self, verdict: _Verdict, state: _SessionState,
-               session: SessionInfo) -> Decision:
+    def _apply(self, verdict: _Verdict, state: _SessionState, session: SessionInfo,
+               retry: bool = False) -> Decision:
         if verdict.refusal is not None:
+            if verdict.refusal.missing and not retry:
+                return CATALOG_WAIT
             return to_deny(verdict.refusal)
         for s in verdict.settings:
             if s.name == "search_path":
@@ -221,14 +241,16 @@ class GuardPolicy:
                 # that later failed or was rolled back must not hide a protected table).
                 state.seen_path = path + tuple(p for p in state.seen_path if p not in path)
         if verdict.changes_catalog:
-            self.catalogs.changed(session.database)
+            state.ddl_pending = True
         return ALLOW
 
-    def _function_call(self, statement: Statement, state: _SessionState,
-                       ctx: Context) -> Decision:
+    def _function_call(self, statement: Statement, state: _SessionState, ctx: Context,
+                       session: SessionInfo, retry: bool) -> Decision:
         routine = ctx.catalog.routine_by_oid(statement.function_oid or 0) \
             if ctx.catalog is not None else None
         if routine is None:
+            if not retry:
+                return CATALOG_WAIT
             return to_deny(Refusal("wiregate.catalog", "code",
                                    f"function oid {statement.function_oid} is not in the "
                                    "catalog", hint="Call functions from SQL instead."))
@@ -237,8 +259,7 @@ class GuardPolicy:
             or name.startswith("dblink") else ()
         facts = Facts(kind="FunctionCall", category="read", text="",
                       calls=(Call(routine.name),), file_access=files)
-        return self._apply(self.verdict([facts], state.guard, ctx), state, SessionInfo(
-            "", "", "", ""))
+        return self._apply(self.verdict([facts], state.guard, ctx), state, session, retry)
 
 
 def to_deny(refusal: Refusal) -> Deny:

@@ -33,7 +33,28 @@ HARMLESS_VOLATILE = frozenset({
     "pg_backend_pid", "pg_jit_available", "uuid", "rand", "uuid_short", "sleep", "now",
     "sysdate", "found_rows", "row_count", "last_insert_id", "connection_id", "get_lock",
     "release_lock", "is_free_lock", "is_used_lock", "release_all_locks",
+    # Volatile only because they read state that changes under the snapshot: sizes, WAL
+    # positions, locks, partition trees. psql's verbose meta-commands call several of them.
+    "pg_database_size", "pg_indexes_size", "pg_relation_size", "pg_table_size",
+    "pg_total_relation_size", "pg_tablespace_size", "pg_partition_ancestors",
+    "pg_partition_tree", "pg_is_in_recovery", "pg_blocking_pids",
+    "pg_safe_snapshot_blocking_pids", "pg_lock_status", "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn", "pg_current_wal_flush_lsn", "pg_last_wal_receive_lsn",
+    "pg_last_wal_replay_lsn", "pg_last_xact_replay_timestamp", "pg_is_wal_replay_paused",
+    "pg_get_wal_replay_pause_state", "pg_notification_queue_usage", "pg_stat_have_stats",
+    "pg_sequence_last_value", "pg_xact_commit_timestamp", "pg_xact_status", "txid_status",
+    "pg_last_committed_xact", "pg_collation_actual_version",
+    "pg_database_collation_actual_version", "pg_stat_get_xact_blocks_fetched",
+    "pg_stat_get_xact_blocks_hit", "pg_stat_get_xact_function_calls",
+    "pg_stat_get_xact_function_self_time", "pg_stat_get_xact_function_total_time",
+    "pg_stat_get_xact_numscans", "pg_stat_get_xact_tuples_deleted",
+    "pg_stat_get_xact_tuples_fetched", "pg_stat_get_xact_tuples_hot_updated",
+    "pg_stat_get_xact_tuples_inserted", "pg_stat_get_xact_tuples_returned",
+    "pg_stat_get_xact_tuples_updated",
 })
+# DDL object kinds that name a relation holding (or being) the data itself.
+_RELATION_OBJECTS = frozenset({"table", "object", "foreign_table", "materialized_view",
+                               "matview", "column", "tabconstraint", "sequence"})
 # Settings a read-only profile keeps to itself: changing them would undo the protection.
 READ_ONLY_SETTINGS = frozenset({
     "default_transaction_read_only", "transaction_read_only", "session_replication_role",
@@ -113,6 +134,7 @@ class Refusal:
     reason: str
     detail: str | None = None
     hint: str | None = None
+    missing: bool = False   # refused for a fact the catalog lacks: a fresher one may decide
 
     @property
     def message(self) -> str:
@@ -274,6 +296,36 @@ class Guardrails:
                 refusal = self._protected(rule, w, ctx)
                 if refusal is not None:
                     return refusal
+        if f.category == "ddl":
+            for rule in protected:
+                refusal = self._protected_ddl(rule, f, ctx)
+                if refusal is not None:
+                    return refusal
+        return None
+
+    def _protected_ddl(self, rule: Rule, f: Facts, ctx: Context) -> Refusal | None:
+        """DROP, ALTER, RENAME of a protected table (or its schema) destroys or unprotects it,
+        whatever the profile says about DDL in general."""
+        hint = rule.hint or "Protected tables are changed through migrations only."
+        for kind, obj in f.objects:
+            if kind == "schema":
+                inside = [n for n in (ctx.catalog.relations if ctx.catalog else ())
+                          if n.schema == obj.name]
+                for pattern in rule.tables:
+                    if pattern.schema == obj.name or any(pattern.matches(n) for n in inside):
+                        return Refusal(rule.id, "protected_tables",
+                                       f"{_verb(f)} of schema {obj.name} holding protected "
+                                       "tables", detail=f"protected: {pattern}", hint=hint)
+                continue
+            if kind not in _RELATION_OBJECTS:
+                continue
+            names, _ = self._bases(obj, ctx, views=False)
+            for name in names | {obj}:
+                for pattern in rule.tables:
+                    if pattern.matches(name):
+                        return Refusal(rule.id, "protected_tables",
+                                       f"{_verb(f)} of protected table {name}",
+                                       detail=f"protected: {pattern}", hint=hint)
         return None
 
     def _protected(self, rule: Rule, w: Write, ctx: Context) -> Refusal | None:
@@ -292,12 +344,14 @@ class Guardrails:
             return Refusal(rule.id, "protected_tables",
                            f"cannot tell whether {w.target} is protected: {unresolved}",
                            detail=f"target: {w.target}",
-                           hint="Wiregate refuses writes it cannot resolve (fail closed); "
-                           "retry once the catalog has been refreshed.")
+                           hint="Wiregate refuses writes it cannot resolve (fail closed).",
+                           missing=True)
         return None
 
-    def _bases(self, name: Name, ctx: Context) -> tuple[set[Name], str | None]:
-        """The tables a name may finally denote, and why that is uncertain (if it is)."""
+    def _bases(self, name: Name, ctx: Context, views: bool = True
+               ) -> tuple[set[Name], str | None]:
+        """The tables a name may finally denote (through views, and the partitions and
+        inheritance relatives that share their rows), and why that is uncertain (if it is)."""
         cat = ctx.catalog
         if cat is None or not cat.loaded:
             return {name}, "the catalog is not available"
@@ -306,7 +360,9 @@ class Guardrails:
             return {name}, "it is not in the catalog"
         out: set[Name] = set()
         for rel in found:
-            out |= cat.base_tables(rel)
+            out |= cat.base_tables(rel) if views else {rel.name}
+        for n in list(out):
+            out |= cat.family(n)
         unresolved = [b for b in out if b not in cat.relations]
         return out, (f"{unresolved[0]} is not in the catalog" if unresolved else None)
 
@@ -361,13 +417,13 @@ class Guardrails:
         if cat is None or not cat.loaded:
             return Refusal(rule.id, rule.kind, f"{call.name}() cannot be classified: "
                            "the catalog is not available",
-                           hint="Wiregate refuses calls it cannot classify (fail closed).")
+                           hint="Wiregate refuses calls it cannot classify (fail closed).",
+                           missing=True)
         found = cat.routines_named(call.name, ctx.path())
         if not found:
             return Refusal(CATALOG, rule.kind, f"{call.name}() is not in the catalog",
                            detail="a routine Wiregate cannot classify is refused",
-                           hint="Retry once the catalog has been refreshed, or ask for the "
-                           "routine to be allow-listed.")
+                           hint="Ask for the routine to be allow-listed.", missing=True)
         resolved = Name(found[0].name.schema, found[0].name.name)
         if any(p.matches(resolved) for p in allowed):
             return None

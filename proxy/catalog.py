@@ -106,6 +106,18 @@ _KIND_OLD = "CASE WHEN p.proisagg THEN 'a' WHEN p.proiswindow THEN 'w' ELSE 'f' 
 
 _SCHEMAS = "SELECT nspname FROM pg_catalog.pg_namespace"
 
+# Partitions and inheritance children share rows with their parents: protecting one protects
+# the family.
+_PARENTS = """
+SELECT cn.nspname, c.relname, pn.nspname, p.relname
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f')
+"""
+
 
 def catalog_query(server_major: int) -> str:
     """The whole load as one simple-protocol string: one round trip, one snapshot.
@@ -121,6 +133,7 @@ def catalog_query(server_major: int) -> str:
         _VIEW_BASES.strip(),
         _ROUTINES.format(kind=kind).strip(),
         _SCHEMAS,
+        _PARENTS.strip(),
         "COMMIT",
     ])
 
@@ -206,16 +219,20 @@ async def _run_query(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 def _catalog_from_rows(results: list[list[Row]], version: int) -> Catalog:
-    if len(results) != 4:
-        raise CatalogError(f"expected 4 result sets from the catalog query, got {len(results)}")
-    rel_rows, base_rows, proc_rows, schema_rows = results
+    if len(results) != 5:
+        raise CatalogError(f"expected 5 result sets from the catalog query, got {len(results)}")
+    rel_rows, base_rows, proc_rows, schema_rows, parent_rows = results
     bases: dict[Name, list[Name]] = {}
     for vs, vn, bs, bn in base_rows:
         bases.setdefault(Name(vs, vn or ""), []).append(Name(bs, bn or ""))
+    parents: dict[Name, list[Name]] = {}
+    for cs, cn, ps, pn in parent_rows:
+        parents.setdefault(Name(cs, cn or ""), []).append(Name(ps, pn or ""))
     relations = []
     for schema, name, kind in rel_rows:
         key = Name(schema, name or "")
-        relations.append(RelationInfo(key, kind or "r", tuple(bases.get(key, ()))))
+        relations.append(RelationInfo(key, kind or "r", tuple(bases.get(key, ())),
+                                      tuple(parents.get(key, ()))))
     routines = [RoutineInfo(Name(schema, name or ""), int(oid or 0), vol or "v", kind or "f")
                 for oid, schema, name, vol, kind in proc_rows]
     schemas = [s for (s,) in schema_rows if s]
@@ -277,6 +294,8 @@ class _Entry:
     due: float = 0.0              # monotonic time the next refresh is due
     task: asyncio.Task[Catalog | None] | None = None
     again: bool = False           # invalidated while a load ran: that load may predate the DDL
+    dirty: bool = False           # invalidated and not yet re-read: decisions should wait
+    started: float = 0.0          # monotonic start of the load that produced ``catalog``
     error: CatalogError | None = None  # the last load's failure, None after a success
 
 
@@ -329,6 +348,7 @@ class CatalogCache:
         if entry is None:
             return
         entry.due = 0.0
+        entry.dirty = entry.catalog is not None
         if entry.task is not None and not entry.task.done():
             entry.again = True
             return
@@ -353,6 +373,26 @@ class CatalogCache:
             raise entry.error or CatalogError(f"catalog of {_where(up)} is not available")
         return got
 
+    def stale(self, up: Upstream) -> bool:
+        """Invalidated by DDL and not re-read yet: the snapshot may not match the schema."""
+        entry = self._entries.get(_key(up))
+        return entry is not None and entry.dirty
+
+    def due(self, up: Upstream) -> None:
+        """Start the periodic refresh if it is due (long sessions never call ``get``)."""
+        entry = self._entries.get(_key(up))
+        if entry is not None and entry.catalog is not None and time.monotonic() >= entry.due \
+                and (entry.task is None or entry.task.done()):
+            self._start(up, entry)
+
+    async def fresh(self, up: Upstream, since: float) -> Catalog:
+        """A snapshot whose load started at or after ``since`` (monotonic): what the server's
+        catalog looked like no earlier than that moment. Concurrent callers share loads."""
+        entry = self._entries.get(_key(up))
+        if entry is not None and entry.catalog is not None and entry.started >= since:
+            return entry.catalog
+        return await self.refresh(up)
+
     async def close(self) -> None:
         """Cancel loads still running, so shutdown does not leave tasks behind."""
         tasks = [e.task for e in self._entries.values() if e.task and not e.task.done()]
@@ -372,9 +412,11 @@ class CatalogCache:
         """Load until a load started after the last invalidation has finished."""
         while True:
             entry.again = False
+            started = time.monotonic()
             try:
                 cat = await self._loader(up, next(_versions))
             except Exception as exc:
+                entry.dirty = False  # decisions go on with the previous snapshot, logged
                 err = exc if isinstance(exc, CatalogError) else CatalogError(
                     f"catalog of {_where(up)}: {type(exc).__name__}: {exc}")
                 entry.error = err
@@ -385,8 +427,10 @@ class CatalogCache:
                                        "version": entry.catalog.version})
                 return entry.catalog
             entry.catalog = cat
+            entry.started = started
             entry.error = None
             if not entry.again:
+                entry.dirty = False
                 entry.due = time.monotonic() + self.refresh_interval
                 return cat
 

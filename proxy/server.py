@@ -69,7 +69,14 @@ class RouteCatalogs:
 
     def current(self, database: str) -> Catalog | None:
         up = self.routes.get(database)
-        return self.cache.current(up) if up is not None else None
+        if up is None:
+            return None
+        self.cache.due(up)
+        return self.cache.current(up)
+
+    def stale(self, database: str) -> bool:
+        up = self.routes.get(database)
+        return up is not None and self.cache.stale(up)
 
     def changed(self, database: str) -> None:
         up = self.routes.get(database)

@@ -147,6 +147,9 @@ class Session:
 
     def hold(self, statement: Statement, decision: Hold,
              resume: Callable[[Decision], None]) -> None:
+        if decision.wait_for == "catalog":
+            self._catalog_wait(statement, resume)
+            return
         log.info("statement held for approval", extra={
             "session": self.id, "user": self.info.user, "rule": decision.rule})
 
@@ -156,6 +159,32 @@ class Session:
             except Exception:
                 log.exception("approver failed", extra={"session": self.id})
                 result = Deny("42501", "wiregate: approval failed; statement refused")
+            resume(result)
+
+        self.worker.spawn(wait())
+
+    def _catalog_wait(self, statement: Statement, resume: Callable[[Decision], None]) -> None:
+        """The policy lacks a catalog fact (a table created a moment ago, a view just
+        replaced): read the catalog again, then ask once more; a second miss is a refusal."""
+        since = time.monotonic()
+        upstream = self.upstream
+
+        async def wait() -> None:
+            if upstream is not None:
+                try:
+                    await asyncio.wait_for(self.worker.catalogs.fresh(upstream, since),
+                                           self.listener.connect_timeout)
+                except (CatalogError, TimeoutError) as exc:
+                    log.warning("catalog re-read failed", extra={
+                        "session": self.id, "error": str(exc) or "timeout"})
+            self.info.policy_state["catalog_retry"] = True
+            try:
+                result = self.decide(statement)
+            finally:
+                self.info.policy_state.pop("catalog_retry", None)
+            if isinstance(result, Hold) and result.wait_for != "catalog":
+                self.hold(statement, result, resume)
+                return
             resume(result)
 
         self.worker.spawn(wait())
@@ -277,6 +306,7 @@ class Session:
                                 + ", ".join(sorted(self.listener.databases)))
         self.upstream = upstream
         self.info.upstream_database = upstream.dbname
+        self.info.upstream_user = upstream.user
         params = self._session_parameters(params)
         try:
             self.up = await asyncio.wait_for(connect(upstream, params),

@@ -15,7 +15,7 @@ from pglast import parse_sql
 
 from policies import statements
 from policies.catalog import Catalog, RelationInfo, RoutineInfo
-from policies.decision import Allow, Deny, SessionInfo, Statement
+from policies.decision import Allow, Deny, Hold, SessionInfo, Statement
 from policies.facts import Call, Facts, Name, Setting, Unparseable, Write
 from policies.guard import GuardPolicy
 from policies.statements import analyze, truth, unbounded
@@ -377,6 +377,9 @@ class FixedCatalog:
     def changed(self, database: str) -> None:
         self.changes += 1
 
+    def stale(self, database: str) -> bool:
+        return False
+
 
 @pytest.fixture
 def policy() -> GuardPolicy:
@@ -401,7 +404,15 @@ def session(sid: str = "s1") -> SessionInfo:
 
 
 def decide(policy: GuardPolicy, sql: str, s: SessionInfo) -> Allow | Deny:
+    """One decision as the proxy makes it: a wait for the catalog is followed by a re-read
+    (the catalog here is fixed) and one more decision."""
     decision = policy.decide(Statement(sql, "query"), s)
+    if isinstance(decision, Hold) and decision.wait_for == "catalog":
+        s.policy_state["catalog_retry"] = True
+        try:
+            decision = policy.decide(Statement(sql, "query"), s)
+        finally:
+            s.policy_state.pop("catalog_retry")
     assert isinstance(decision, Allow | Deny)
     return decision
 
@@ -493,12 +504,18 @@ def test_unparseable_is_refused(policy: GuardPolicy) -> None:
     assert isinstance(decision, Deny) and decision.rule == "wiregate.parse"
 
 
-def test_ddl_asks_for_a_catalog_refresh() -> None:
+def test_ddl_asks_for_a_catalog_refresh_once_its_transaction_ended() -> None:
     catalogs = FixedCatalog(CATALOG)
     policy = GuardPolicy(_profiles(), lambda s: "human", catalogs)
-    assert isinstance(decide(policy, "CREATE TABLE t (a int)", session()), Allow)
+    s = session()
+    s.transaction_status = "T"
+    assert isinstance(decide(policy, "CREATE TABLE t (a int)", s), Allow)
+    assert isinstance(decide(policy, "SELECT 1", s), Allow)
+    assert catalogs.changes == 0, "not while the CREATE is uncommitted"
+    s.transaction_status = "I"
+    assert isinstance(decide(policy, "SELECT 1", s), Allow)
     assert catalogs.changes == 1
-    assert isinstance(decide(policy, "SELECT 1", session()), Allow)
+    assert isinstance(decide(policy, "SELECT 1", s), Allow)
     assert catalogs.changes == 1
 
 
@@ -508,5 +525,8 @@ def test_function_call_message_is_judged_by_oid(policy: GuardPolicy) -> None:
     assert isinstance(ok, Allow)
     refused = policy.decide(Statement("", "function_call", function_oid=2), s)
     assert isinstance(refused, Deny) and refused.rule == "no-code"
+    unknown = policy.decide(Statement("", "function_call", function_oid=99), s)
+    assert isinstance(unknown, Hold) and unknown.wait_for == "catalog"
+    s.policy_state["catalog_retry"] = True
     unknown = policy.decide(Statement("", "function_call", function_oid=99), s)
     assert isinstance(unknown, Deny) and unknown.rule == "wiregate.catalog"
