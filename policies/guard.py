@@ -111,6 +111,11 @@ class GuardPolicy:
         except KeyError:
             raise LookupError(f"profile {name!r} is not defined") from None
 
+    def use_database(self, session: SessionInfo, database: str) -> None:
+        """MySQL COM_INIT_DB: the current database changed outside any statement."""
+        self._apply(_Verdict(None, (Setting("database", database),), False),
+                    self._state(session), session)
+
     def session_parameters(self, params: Mapping[str, str],
                            session: SessionInfo) -> dict[str, str]:
         """The startup parameters to send upstream: the client's, checked, plus what the
@@ -156,7 +161,12 @@ class GuardPolicy:
             return state
         profile = self.profile(session)
         start = session.policy_state.get("startup_search_path")
-        path = split_search_path(start if isinstance(start, str) and start else '"$user", public')
+        if self.dialect == "mysql":
+            # MySQL resolves unqualified names in the current database (COM_INIT_DB, USE).
+            path: tuple[str, ...] = (session.database,) if session.database else ()
+        else:
+            path = split_search_path(start if isinstance(start, str) and start
+                                     else '"$user", public')
         state = _SessionState(profile, Guardrails(profile), path, path)
         session.policy_state["guard"] = state
         return state
@@ -234,8 +244,11 @@ class GuardPolicy:
                 return CATALOG_WAIT
             return to_deny(verdict.refusal)
         for s in verdict.settings:
-            if s.name == "search_path":
-                path = split_search_path(s.value or '"$user", public')
+            if s.name == "search_path" or (s.name == "database" and self.dialect == "mysql"):
+                if s.name == "database":
+                    path = (s.value,) if s.value else ()
+                else:
+                    path = split_search_path(s.value or '"$user", public')
                 state.search_path = path
                 # Resolution looks in every schema the session has named (fail closed: a SET
                 # that later failed or was rolled back must not hide a protected table).

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PgTarget, ROOT, config_dict, free_port, to_toml
+from tests.conftest import ROOT, PgTarget, config_dict, free_port, to_toml
 
 POLICY = ROOT / "examples" / "policy.toml"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policies.catalog import Catalog, RelationInfo
-from policies.decision import SessionInfo, Statement
+from policies.decision import Allow, Deny, Hold, SessionInfo, Statement
 from policies.facts import Name
 from policies.guard import GuardPolicy, mysql_error
 from policies.guardrails import Context, Guardrails, Refusal, parse_profiles
@@ -111,7 +111,7 @@ def test_error_numbers_fit_the_refusal() -> None:
     policy = GuardPolicy(PROFILES, lambda s: "agent-rw", dialect="mysql")
     session = SessionInfo("1", "agent", "test", "test")
     deny = policy.decide(Statement("DROP TABLE orders", "query"), session)
-    assert deny.__class__.__name__ == "Deny"
+    assert isinstance(deny, Deny)
     cases = {"DROP TABLE orders": 1227, "DELETE FROM orders": 1142,
              "GRANT ALL ON *.* TO x": 1227}
     for sql, errno in cases.items():
@@ -122,3 +122,35 @@ def test_error_numbers_fit_the_refusal() -> None:
         assert message.startswith("wiregate: blocked by rule")
     parse = Refusal("wiregate.parse", "parse", "x")
     assert mysql_error(parse)[:2] == (1064, "42000")
+
+
+def test_use_and_init_db_move_unqualified_names_to_another_database() -> None:
+    profiles = dict(PROFILES)
+    catalog = Catalog.build([RelationInfo(Name("shop", "orders")),
+                             RelationInfo(Name("billing", "payments"))], [])
+    protect = parse_profiles(tomllib.loads(
+        '[profiles.p]\n[[profiles.p.rule]]\nid = "protect"\nkind = "protected_tables"\n'
+        'tables = ["billing.payments"]\n'))
+    profiles.update(protect)
+
+    class Fixed:
+        def current(self, database: str) -> Catalog | None:
+            return catalog
+
+        def changed(self, database: str) -> None:
+            return None
+
+        def stale(self, database: str) -> bool:
+            return False
+
+    policy = GuardPolicy(profiles, lambda s: "p", Fixed(), dialect="mysql")
+    session = SessionInfo("1", "agent", "shop", "shop")
+    write = Statement("INSERT INTO payments VALUES (1)", "query")
+    first = policy.decide(write, session)
+    assert isinstance(first, Hold)  # not in the catalog under shop: re-read first
+    assert isinstance(policy.decide(Statement("USE billing", "query"), session), Allow)
+    refused = policy.decide(write, session)
+    assert isinstance(refused, Deny) and refused.rule == "protect"
+    other = SessionInfo("2", "agent", "shop", "shop")
+    policy.use_database(other, "billing")
+    assert isinstance(policy.decide(write, other), Deny)
