@@ -246,7 +246,7 @@ class GuardPolicy:
         for s in verdict.settings:
             if s.name == "search_path" or (s.name == "database" and self.dialect == "mysql"):
                 if s.name == "database":
-                    path = (s.value,) if s.value else ()
+                    path: tuple[str, ...] = (s.value,) if s.value else ()
                 else:
                     path = split_search_path(s.value or '"$user", public')
                 state.search_path = path
