@@ -288,6 +288,9 @@ def _key(up: Upstream) -> _Key:
     return (up.host, up.port, up.dbname, up.user)
 
 
+catalog_key = _key  # one cache entry per upstream server, database and login
+
+
 @dataclass
 class _Entry:
     catalog: Catalog | None = None
@@ -372,6 +375,10 @@ class CatalogCache:
         if entry.error is not None or got is None:
             raise entry.error or CatalogError(f"catalog of {_where(up)} is not available")
         return got
+
+    def entry(self, key: _Key | None) -> _Entry | None:
+        """The cache entry for a ``catalog_key``, for callers that ask on every statement."""
+        return self._entries.get(key) if key is not None else None
 
     def stale(self, up: Upstream) -> bool:
         """Invalidated by DDL and not re-read yet: the snapshot may not match the schema."""

@@ -29,7 +29,7 @@ from policies.decision import AllowAll, Policy, SessionInfo
 from policies.guard import GuardPolicy
 from protocols.postgres.messages import error
 from proxy import logs
-from proxy.catalog import CatalogCache
+from proxy.catalog import CatalogCache, catalog_key
 from proxy.config import Config, PostgresListener, Upstream
 from proxy.session import Approver, NoApprover, Session
 from proxy.upstream import send_cancel
@@ -61,22 +61,25 @@ def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 class RouteCatalogs:
-    """The guardrails' view of the catalog cache: by client database name."""
+    """The guardrails' view of the catalog cache: by client database name. Asked on every
+    statement, so each question is one dictionary lookup."""
 
     def __init__(self, cache: CatalogCache, routes: dict[str, Upstream]) -> None:
         self.cache = cache
         self.routes = routes
+        self._keys = {name: catalog_key(up) for name, up in routes.items()}
 
     def current(self, database: str) -> Catalog | None:
-        up = self.routes.get(database)
-        if up is None:
+        entry = self.cache.entry(self._keys.get(database))
+        if entry is None:
             return None
-        self.cache.due(up)
-        return self.cache.current(up)
+        if time.monotonic() >= entry.due:
+            self.cache.due(self.routes[database])
+        return entry.catalog
 
     def stale(self, database: str) -> bool:
-        up = self.routes.get(database)
-        return up is not None and self.cache.stale(up)
+        entry = self.cache.entry(self._keys.get(database))
+        return entry is not None and entry.dirty
 
     def changed(self, database: str) -> None:
         up = self.routes.get(database)
