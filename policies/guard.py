@@ -70,7 +70,12 @@ class _SessionState:
     guard: Guardrails
     search_path: tuple[str, ...]
     seen_path: tuple[str, ...]
+    user: str = ""                 # the role the server resolves "$user" to
     ddl_pending: bool = False      # DDL allowed; re-read the catalog once it has committed
+    key: tuple[Any, ...] = ()      # what a cached verdict depends on besides text and catalog
+
+    def rekey(self) -> None:
+        self.key = (self.profile.name, self.seen_path, self.user)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class _Verdict:
     refusal: Refusal | None
     settings: tuple[Setting, ...]
     changes_catalog: bool
+
+
+_PLAIN_ALLOW = _Verdict(None, (), False)
 
 
 class StartupRefused(Exception):
@@ -167,16 +175,22 @@ class GuardPolicy:
         else:
             path = split_search_path(start if isinstance(start, str) and start
                                      else '"$user", public')
-        state = _SessionState(profile, Guardrails(profile), path, path)
+        state = _SessionState(profile, Guardrails(profile), path, path,
+                              session.upstream_user or session.user)
+        state.rekey()
         session.policy_state["guard"] = state
         return state
 
     # -- the decision ---------------------------------------------------------------------------
 
     def decide(self, statement: Statement, session: SessionInfo) -> Decision:
-        state = self._state(session)
+        # The hot path: a read the cache has seen costs a few dictionary lookups.
+        policy_state = session.policy_state
+        state = policy_state.get("guard")
+        if not isinstance(state, _SessionState):
+            state = self._state(session)
         database = session.database
-        retry = bool(session.policy_state.get("catalog_retry"))
+        retry = bool(policy_state.get("catalog_retry"))
         if state.ddl_pending and session.transaction_status == "I":
             # The DDL's transaction has ended (committed or rolled back): re-read the schema.
             state.ddl_pending = False
@@ -184,17 +198,17 @@ class GuardPolicy:
         if not retry and self.catalogs.stale(database):
             return CATALOG_WAIT
         catalog = self.catalogs.current(database)
-        user = session.upstream_user or session.user
-        ctx = Context(catalog, state.seen_path, user)
         if statement.source == "function_call":
+            ctx = Context(catalog, state.seen_path, state.user)
             return self._function_call(statement, state, ctx, session, retry)
         sql = statement.sql
-        version = catalog.version if catalog is not None else -1
-        context_key = (state.profile.name, version, state.seen_path, user)
-        exact_key = (context_key, sql)
+        exact_key = (state.key, catalog.version if catalog is not None else -1, sql)
         verdict = self._exact.get(exact_key)
         if verdict is None:
-            verdict = self._judge(sql, state, ctx, exact_key)
+            verdict = self._judge(sql, state, Context(catalog, state.seen_path, state.user),
+                                  exact_key)
+        if verdict is _PLAIN_ALLOW:
+            return ALLOW
         return self._apply(verdict, state, session, retry)
 
     def _judge(self, sql: str, state: _SessionState, ctx: Context,
@@ -205,7 +219,7 @@ class GuardPolicy:
                 normal = normalize(sql)
             except ParseError as exc:
                 return _Verdict(_unparseable(str(exc)), (), False)
-            normal_key = (exact_key[0], normal)
+            normal_key = (exact_key[0], exact_key[1], normal)
             cached = self._normal.get(normal_key)
             if cached is not None:
                 # A text without constants (a parameterized statement) repeats: remember it
@@ -235,6 +249,8 @@ class GuardPolicy:
         refusal = guard.check(facts, ctx)
         settings = tuple(s for f in facts for s in f.settings)
         changes = any(f.category in ("ddl", "create", "code") for f in facts)
+        if refusal is None and not settings and not changes:
+            return _PLAIN_ALLOW
         return _Verdict(refusal, settings, changes)
 
     def _apply(self, verdict: _Verdict, state: _SessionState, session: SessionInfo,
@@ -253,6 +269,7 @@ class GuardPolicy:
                 # Resolution looks in every schema the session has named (fail closed: a SET
                 # that later failed or was rolled back must not hide a protected table).
                 state.seen_path = path + tuple(p for p in state.seen_path if p not in path)
+                state.rekey()
         if verdict.changes_catalog:
             state.ddl_pending = True
         return ALLOW
