@@ -62,6 +62,9 @@ class Call:
     name: Name
     literal_args: tuple[str | None, ...] = ()
     procedure: bool = False
+    # ``row.f`` may be the call f(row) (PostgreSQL's attribute notation): a call only if a
+    # routine of that name exists, otherwise a column.
+    attribute: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class Facts:
     # cache keyed by the normalized text must not be used for this statement.
     literal_sensitive: bool = False
     ctes: frozenset[str] = field(default_factory=frozenset)
+    prepared: str | None = None           # SQL PREPARE: the name the statement is kept under
+    deallocated: tuple[str, ...] = ()     # DEALLOCATE / DISCARD: names dropped ("*" = all)
 
     @property
     def writes_data(self) -> bool:

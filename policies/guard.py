@@ -13,8 +13,9 @@ and a ``DELETE … WHERE id = 1`` normalize alike and are decided one by one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pglast.parser import ParseError, normalize
@@ -26,6 +27,7 @@ from policies.facts import Call, Facts, Setting, Unparseable
 from policies.guardrails import Context, Guardrails, Profile, Refusal
 
 CACHE_SIZE = 4096
+MAX_PREPARED_REJUDGE = 1000
 PARSE_RULE = "wiregate.parse"
 # The statement waits while the catalog is re-read (after DDL, or for a fact it lacks).
 CATALOG_WAIT = Hold("the catalog is being re-read", rule="wiregate.catalog", wait_for="catalog")
@@ -72,6 +74,7 @@ class _SessionState:
     seen_path: tuple[str, ...]
     user: str = ""                 # the role the server resolves "$user" to
     ddl_pending: bool = False      # DDL allowed; re-read the catalog once it has committed
+    prepared_writes: dict[str, str] = field(default_factory=dict)  # name → text, if it writes
     key: tuple[Any, ...] = ()      # what a cached verdict depends on besides text and catalog
 
     def rekey(self) -> None:
@@ -83,6 +86,9 @@ class _Verdict:
     refusal: Refusal | None
     settings: tuple[Setting, ...]
     changes_catalog: bool
+    writes: bool = False                  # kept as a prepared statement, it would write
+    prepared: tuple[str, ...] = ()        # SQL PREPARE names
+    deallocated: tuple[str, ...] = ()     # DEALLOCATE / DISCARD ALL ("*")
 
 
 _PLAIN_ALLOW = _Verdict(None, (), False)
@@ -108,6 +114,7 @@ class GuardPolicy:
         self.catalogs = catalogs or NoCatalog()
         self.dialect = dialect
         self._exact: dict[tuple[Any, ...], _Verdict] = {}
+        self._shape: dict[tuple[Any, ...], _Verdict] = {}
         self._normal: dict[tuple[Any, ...], _Verdict] = {}
 
     # -- session set-up ---------------------------------------------------------------------
@@ -137,12 +144,12 @@ class GuardPolicy:
                 continue
             if k == "options":
                 for name, setting in _options(value):
-                    self._startup_check(profile, name)
+                    self._startup_check(profile, name, setting)
                     if name == "search_path":
                         session.policy_state["startup_search_path"] = setting
                 out[key] = value
                 continue
-            self._startup_check(profile, k)
+            self._startup_check(profile, k, value)
             if k == "search_path":
                 session.policy_state["startup_search_path"] = value
             out[key] = value
@@ -153,7 +160,13 @@ class GuardPolicy:
         return out
 
     @staticmethod
-    def _startup_check(profile: Profile, name: str) -> None:
+    def _startup_check(profile: Profile, name: str, value: str) -> None:
+        hazard = statements.setting_refusal(name, value)
+        if hazard is not None:
+            raise StartupRefused(Deny(
+                "42501", f"wiregate: blocked by rule wiregate.startup: {hazard}",
+                hint="Connect with the server's defaults for this setting.",
+                rule="wiregate.startup"))
         if name in STARTUP_PARAMETERS and not (
                 name == "statement_timeout" and profile.statement_timeout_ms):
             return
@@ -202,17 +215,27 @@ class GuardPolicy:
             ctx = Context(catalog, state.seen_path, state.user)
             return self._function_call(statement, state, ctx, session, retry)
         sql = statement.sql
-        exact_key = (state.key, catalog.version if catalog is not None else -1, sql)
+        if "\x00" in sql:  # the server's C strings end there; the parsers' might not
+            return to_deny(_unparseable("a NUL character inside the statement text"))
+        version = catalog.version if catalog is not None else -1
+        shape_key = None
+        if self.dialect == "postgres" and _plain_text(sql):
+            shape_key = (state.key, version, _NUMBERS.sub("?", sql))
+            verdict = self._shape.get(shape_key)
+            if verdict is _PLAIN_ALLOW:
+                return ALLOW
+        exact_key = (state.key, version, sql)
         verdict = self._exact.get(exact_key)
         if verdict is None:
             verdict = self._judge(sql, state, Context(catalog, state.seen_path, state.user),
-                                  exact_key)
+                                  exact_key, shape_key)
         if verdict is _PLAIN_ALLOW:
             return ALLOW
-        return self._apply(verdict, state, session, retry)
+        return self._apply(verdict, state, session, retry, statement)
 
     def _judge(self, sql: str, state: _SessionState, ctx: Context,
-               exact_key: tuple[Any, ...]) -> _Verdict:
+               exact_key: tuple[Any, ...], shape_key: tuple[Any, ...] | None = None
+               ) -> _Verdict:
         normal_key: tuple[Any, ...] | None = None
         if self.dialect == "postgres":
             try:
@@ -222,6 +245,8 @@ class GuardPolicy:
             normal_key = (exact_key[0], exact_key[1], normal)
             cached = self._normal.get(normal_key)
             if cached is not None:
+                if shape_key is not None:
+                    _remember(self._shape, shape_key, cached)
                 # A text without constants (a parameterized statement) repeats: remember it
                 # exactly. Texts that differ in constants only would just churn that cache.
                 if normal == sql:
@@ -237,6 +262,8 @@ class GuardPolicy:
         _remember(self._exact, exact_key, verdict)
         if normal_key is not None and not any(f.literal_sensitive for f in facts):
             _remember(self._normal, normal_key, verdict)
+            if shape_key is not None:
+                _remember(self._shape, shape_key, verdict)
         return verdict
 
     def _analyze(self, sql: str) -> list[Facts]:
@@ -249,16 +276,36 @@ class GuardPolicy:
         refusal = guard.check(facts, ctx)
         settings = tuple(s for f in facts for s in f.settings)
         changes = any(f.category in ("ddl", "create", "code") for f in facts)
-        if refusal is None and not settings and not changes:
+        writes = any(f.writes or f.category not in ("read", "session", "transaction")
+                     for f in facts)
+        prepared = tuple(f.prepared for f in facts if f.prepared is not None)
+        deallocated = tuple(n for f in facts for n in f.deallocated)
+        if refusal is None and not settings and not changes and not writes \
+                and not prepared and not deallocated:
             return _PLAIN_ALLOW
-        return _Verdict(refusal, settings, changes)
+        return _Verdict(refusal, settings, changes, writes, prepared, deallocated)
 
     def _apply(self, verdict: _Verdict, state: _SessionState, session: SessionInfo,
-               retry: bool = False) -> Decision:
+               retry: bool = False, statement: Statement | None = None) -> Decision:
         if verdict.refusal is not None:
             if verdict.refusal.missing and not retry:
                 return CATALOG_WAIT
             return to_deny(verdict.refusal)
+        for name in verdict.deallocated:
+            if name == "*":
+                state.prepared_writes.clear()
+            else:
+                state.prepared_writes.pop(name, None)
+        if state.prepared_writes and any(s.name in ("search_path", "database")
+                                         for s in verdict.settings):
+            refused = self._rejudge_prepared(verdict, state, session)
+            if refused is not None:
+                return refused
+        if verdict.writes and statement is not None:
+            for name in verdict.prepared:
+                state.prepared_writes[name] = statement.sql
+            if statement.source == "parse" and statement.name:
+                state.prepared_writes[statement.name] = statement.sql
         for s in verdict.settings:
             if s.name == "search_path" or (s.name == "database" and self.dialect == "mysql"):
                 if s.name == "database":
@@ -273,6 +320,39 @@ class GuardPolicy:
         if verdict.changes_catalog:
             state.ddl_pending = True
         return ALLOW
+
+    def _rejudge_prepared(self, verdict: _Verdict, state: _SessionState,
+                          session: SessionInfo) -> Deny | None:
+        """A prepared statement's names are resolved again by the server when it runs under
+        a new search_path, and EXECUTE/Bind are not judged again: judge the kept statements
+        that write under the new path now, and refuse the change if one would be refused."""
+        if len(state.prepared_writes) > MAX_PREPARED_REJUDGE:
+            return to_deny(Refusal(
+                "wiregate.fail-closed", "session", "search_path cannot change while more "
+                f"than {MAX_PREPARED_REJUDGE} prepared statements that write exist",
+                hint="DEALLOCATE ALL (or DISCARD ALL) first."))
+        path = state.seen_path
+        for s in verdict.settings:
+            if s.name == "database" and self.dialect == "mysql":
+                new: tuple[str, ...] = (s.value,) if s.value else ()
+            elif s.name == "search_path":
+                new = split_search_path(s.value or '"$user", public')
+            else:
+                continue
+            path = new + tuple(p for p in path if p not in new)
+        ctx = Context(self.catalogs.current(session.database), path, state.user)
+        for name, sql in sorted(state.prepared_writes.items()):
+            try:
+                refusal = state.guard.check(self._analyze(sql), ctx)
+            except Unparseable:
+                continue   # was judged parseable once; a changed grammar is not our case
+            if refusal is not None:
+                return to_deny(Refusal(
+                    refusal.rule, refusal.kind, f"search_path cannot change: prepared "
+                    f"statement {name} would then be refused ({refusal.reason})",
+                    detail=refusal.detail, hint="DEALLOCATE it first, or qualify names "
+                    "with their schema."))
+        return None
 
     def _function_call(self, statement: Statement, state: _SessionState, ctx: Context,
                        session: SessionInfo, retry: bool) -> Decision:
@@ -290,6 +370,19 @@ class GuardPolicy:
         facts = Facts(kind="FunctionCall", category="read", text="",
                       calls=(Call(routine.name),), file_access=files)
         return self._apply(self.verdict([facts], state.guard, ctx), state, session, retry)
+
+
+# The shape cache: a text with no quotes, dollar signs, comments, backslashes or minus signs
+# holds no strings, quoted identifiers, parameters or comments, so its standalone digit runs
+# are numeric constants (or counts such as FETCH 5). Replacing them finds the verdict of a
+# literal-insensitive statement of the same shape with a C-speed regex instead of a parse; only
+# verdicts that cannot depend on a constant are stored there (see ``Facts.literal_sensitive``).
+_NUMBERS = re.compile(r"\b\d+\b")
+
+
+def _plain_text(sql: str) -> bool:
+    return not ("'" in sql or '"' in sql or "$" in sql or "-" in sql or "/" in sql
+                or "\\" in sql or "&" in sql)
 
 
 def to_deny(refusal: Refusal) -> Deny:

@@ -50,7 +50,10 @@ HARMLESS_VOLATILE = frozenset({
     "pg_stat_get_xact_numscans", "pg_stat_get_xact_tuples_deleted",
     "pg_stat_get_xact_tuples_fetched", "pg_stat_get_xact_tuples_hot_updated",
     "pg_stat_get_xact_tuples_inserted", "pg_stat_get_xact_tuples_returned",
-    "pg_stat_get_xact_tuples_updated",
+    "pg_stat_get_xact_tuples_updated", "lo_get", "lo_open", "loread", "lo_close", "lo_lseek",
+    "lo_lseek64", "lo_tell", "lo_tell64", "pg_export_snapshot", "pg_control_system",
+    "pg_control_checkpoint", "pg_control_init", "pg_control_recovery",
+    "pg_get_wal_resource_managers",
 })
 # DDL object kinds that name a relation holding (or being) the data itself.
 _RELATION_OBJECTS = frozenset({"table", "object", "foreign_table", "materialized_view",
@@ -374,7 +377,11 @@ class Guardrails:
         allowed: list[Pattern] = [p for r in functions for p in r.allow]
         if code:
             allowed += code.allow
+        cat = ctx.catalog
         for call in f.calls:
+            if call.attribute and (cat is None or not cat.loaded
+                                   or not cat.routines_named(call.name, ctx.path())):
+                continue  # row.name with no routine of that name: a column
             names = self._routine_names(call.name, ctx) if functions else []
             for rule in functions:
                 if any(p.matches(n) for p in rule.deny for n in names):

@@ -27,6 +27,30 @@ FILE_FUNCTIONS = frozenset({
     "pg_file_length", "lo_import", "lo_export",
 })
 PRIVILEGED_SETTINGS = frozenset({"role", "session_authorization"})
+# Client encodings whose multi-byte characters may contain the byte of a quote or backslash:
+# with them the server would split a string where Wiregate's parser does not (normalized as
+# PostgreSQL normalizes encoding names: lower case, letters and digits only).
+CLIENT_ONLY_ENCODINGS = frozenset({
+    "sjis", "mskanji", "shiftjis", "win932", "windows932", "shiftjis2004", "big5", "win950",
+    "windows950", "gbk", "win936", "windows936", "cp936", "gb18030", "uhc", "win949",
+    "windows949", "johab",
+})
+
+
+def setting_refusal(name: str, value: str | None) -> str | None:
+    """Why setting ``name`` to ``value`` must be refused whatever the profile: a setting under
+    which the server would read statement text differently from Wiregate's parser."""
+    name = name.lower()
+    if name == "standard_conforming_strings" and value is not None \
+            and _as_bool(value) is not True:
+        return ("standard_conforming_strings must stay on: with it off the server reads "
+                "backslashes in strings differently from Wiregate's parser")
+    if name in ("client_encoding", "names") and value is not None:
+        norm = "".join(ch for ch in value.lower() if ch.isalnum())
+        if norm in CLIENT_ONLY_ENCODINGS:
+            return (f"client_encoding {value} is refused: its characters can hide quote and "
+                    "backslash bytes from Wiregate's parser")
+    return None
 
 _DDL = {
     "AlterTableStmt", "AlterObjectSchemaStmt", "RenameStmt", "AlterSystemStmt",
@@ -301,6 +325,8 @@ def truth(node: Any) -> bool | None:
     if isinstance(node, ast.NullTest):
         v = _const(node.arg)
         if v is _UNKNOWN:
+            if isinstance(node.arg, ast.ColumnRef) and _column_name(node.arg) in _SYSTEM_COLUMNS:
+                return node.nulltesttype == enums.NullTestType.IS_NOT_NULL
             return None
         return (v is None) == (node.nulltesttype == enums.NullTestType.IS_NULL)
     if isinstance(node, ast.BooleanTest):
@@ -315,6 +341,10 @@ def truth(node: Any) -> bool | None:
         free = not sel.fromClause and sel.whereClause is None and sel.havingClause is None \
             and sel.limitCount is None and sel.op == enums.SetOperation.SETOP_NONE
         if node.subLinkType == enums.SubLinkType.EXISTS_SUBLINK and free:
+            return True
+        if node.subLinkType == enums.SubLinkType.EXISTS_SUBLINK and not sel.fromClause \
+                and sel.havingClause is None and sel.limitCount is None \
+                and truth(sel.whereClause) is True:
             return True
         targets = sel.targetList or ()
         if node.subLinkType == enums.SubLinkType.EXPR_SUBLINK and free and len(targets) == 1:
@@ -376,6 +406,39 @@ def _bounds(node: Any, target: set[str], negated: bool = False) -> bool:
     return _references_row(node, target, set())
 
 
+_SYSTEM_COLUMNS = frozenset({"ctid", "tableoid", "xmin", "xmax", "cmin", "cmax"})
+
+
+def _column_name(ref: ast.ColumnRef) -> str | None:
+    fields = ref.fields or ()
+    last = fields[-1] if fields else None
+    return last.sval if isinstance(last, ast.String) else None
+
+
+def _self_semijoin(where: Any, target: Any) -> bool:
+    """``col IN (SELECT col FROM target)``: true for every row with a non-null col."""
+    if not isinstance(where, ast.SubLink) or where.subLinkType != enums.SubLinkType.ANY_SUBLINK:
+        return False
+    sel = where.subselect
+    if not isinstance(sel, ast.SelectStmt) or sel.op != enums.SetOperation.SETOP_NONE:
+        return False
+    if sel.whereClause is not None and truth(sel.whereClause) is not True:
+        return False
+    if sel.limitCount is not None or sel.havingClause is not None:
+        return False
+    froms = sel.fromClause or ()
+    if len(froms) != 1 or not isinstance(froms[0], ast.RangeVar):
+        return False
+    src = froms[0]
+    if src.relname != target.relname or (src.schemaname or None) != (target.schemaname or None):
+        return False
+    targets = sel.targetList or ()
+    if len(targets) != 1 or not isinstance(targets[0].val, ast.ColumnRef) \
+            or not isinstance(where.testexpr, ast.ColumnRef):
+        return False
+    return _column_name(targets[0].val) == _column_name(where.testexpr)
+
+
 def unbounded(where: Any, target: Any, others: set[str]) -> str | None:
     """Why an UPDATE/DELETE condition may touch every row, or None when it bounds them."""
     if where is None:
@@ -383,6 +446,8 @@ def unbounded(where: Any, target: Any, others: set[str]) -> str | None:
     t = truth(where)
     if t is True:
         return "the WHERE condition is true for every row"
+    if _self_semijoin(where, target):
+        return "the WHERE condition selects the table's own rows (col IN (SELECT col FROM it))"
     names = {target.relname or ""}
     if target.alias is not None and target.alias.aliasname:
         names = {target.alias.aliasname}
@@ -445,6 +510,8 @@ class _Statement:
         self.sensitive = False
         self.create_kind: str | None = None
         self.or_replace = False
+        self.prepared: str | None = None
+        self.deallocated: list[str] = []
 
     def facts(self, stmt: Any) -> Facts:
         kind = type(stmt).__name__
@@ -459,6 +526,7 @@ class _Statement:
             privilege=tuple(self.privilege), code=tuple(self.code), read_write=self.read_write,
             refusals=tuple(self.refusals),
             literal_sensitive=self.sensitive or category not in ("read",),
+            prepared=self.prepared, deallocated=tuple(self.deallocated),
             ctes=frozenset(self.ctes))
 
     # The statement's own kind decides its category; its subtrees add what they touch.
@@ -477,6 +545,9 @@ class _Statement:
             self._tree(stmt)
             return "write"
         if isinstance(stmt, ast.ExplainStmt):
+            # Option values are not constants to libpg_query's normalize: never share a
+            # cached verdict between EXPLAIN (ANALYZE 0) and EXPLAIN (ANALYZE 1).
+            self.sensitive = self.sensitive or bool(stmt.options)
             if _explain_analyzes(stmt):
                 inner = _Statement(self.text)
                 cat = inner._top(stmt.query, type(stmt.query).__name__)
@@ -493,6 +564,7 @@ class _Statement:
             inner = _Statement(self.text)
             cat = inner._top(stmt.query, type(stmt.query).__name__)
             self._merge(inner)
+            self.prepared = stmt.name or ""
             return cat
         if isinstance(stmt, ast.DeclareCursorStmt):
             self._tree(stmt.query)
@@ -512,6 +584,11 @@ class _Statement:
             return "privilege" if self.privilege else "session"
         if isinstance(stmt, ast.TransactionStmt):
             self._transaction_options(stmt.options)
+            k = enums.TransactionStmtKind
+            if stmt.kind in (k.TRANS_STMT_PREPARE, k.TRANS_STMT_COMMIT_PREPARED,
+                             k.TRANS_STMT_ROLLBACK_PREPARED):
+                # Two-phase commit finishes transactions of other sessions: administration.
+                return "admin"
             return "transaction"
         if kind in _CREATE_KINDS or isinstance(stmt, ast.CreateTableAsStmt):
             return self._create(stmt, kind)
@@ -534,6 +611,11 @@ class _Statement:
         if kind in _ADMIN:
             return "admin"
         if kind in _SESSION:
+            if isinstance(stmt, ast.DeallocateStmt):
+                self.deallocated.append(stmt.name or "*" if not stmt.isall else "*")
+            elif isinstance(stmt, ast.DiscardStmt) and stmt.target in (
+                    enums.DiscardMode.DISCARD_ALL,):
+                self.deallocated.append("*")
             if isinstance(stmt, ast.LockStmt):
                 for rv in stmt.relations or ():
                     self.reads.add(_name(rv))
@@ -585,6 +667,14 @@ class _Statement:
                 self.ctes.add(node.ctename or "")
             elif isinstance(node, ast.FuncCall):
                 self._call(node)
+            elif isinstance(node, ast.ColumnRef) and len(node.fields or ()) >= 2:
+                attr = _column_name(node)
+                if attr is not None:
+                    self.calls.append(Call(Name(None, attr), attribute=True))
+            elif isinstance(node, ast.A_Indirection):
+                for ind in node.indirection or ():
+                    if isinstance(ind, ast.String) and ind.sval:
+                        self.calls.append(Call(Name(None, ind.sval), attribute=True))
             elif isinstance(node, ast.RangeVar) and id(node) not in targets:
                 if node.schemaname is None and node.relname in scope:
                     continue  # a reference to a CTE, not to a table
@@ -622,9 +712,15 @@ class _Statement:
                                       "set_config() with a setting name computed at run time"))
                 return
             local = _as_bool(args[2]) is True if len(args) > 2 and args[2] is not None else False
-            self.settings.append(Setting(setting, args[1] if len(args) > 1 else None, local))
+            value = args[1] if len(args) > 1 else None
+            self.settings.append(Setting(setting, value, local))
             if setting in PRIVILEGED_SETTINGS:
                 self.privilege.append(f"set_config('{setting}', …) changes the session's role")
+            self._setting_checks(setting, value, "set_config")
+            if value is None and setting in ("search_path", "standard_conforming_strings",
+                                             "client_encoding"):
+                self.refusals.append(("session", f"set_config('{setting}', …) with a value "
+                                      "computed at run time"))
 
     def _set(self, stmt: ast.VariableSetStmt) -> None:
         kinds = enums.VariableSetKind
@@ -638,13 +734,26 @@ class _Statement:
         value: str | None = None
         if stmt.kind == kinds.VAR_SET_VALUE:
             parts = [_value_text(a) for a in stmt.args or ()]
-            value = ",".join(p if p is not None else "?" for p in parts)
+            if name == "search_path":
+                # SET quotes each element (GUC_LIST_QUOTE): names are taken as written.
+                value = ",".join('"' + (p or "").replace('"', '""') + '"' for p in parts)
+            else:
+                value = ",".join(p if p is not None else "?" for p in parts)
         self.settings.append(Setting(name, value, bool(stmt.is_local)))
+        self._setting_checks(name, value, "SET")
         if name in PRIVILEGED_SETTINGS:
             what = "SET ROLE" if name == "role" else "SET SESSION AUTHORIZATION"
             if stmt.kind != kinds.VAR_SET_VALUE:
                 what = f"RESET {name}"
             self.privilege.append(f"{what} changes the session's identity")
+
+    def _setting_checks(self, name: str, value: str | None, how: str) -> None:
+        reason = setting_refusal(name, value)
+        if reason is not None:
+            self.refusals.append(("session", reason))
+        if name == "session_replication_role":
+            self.privilege.append(f"{how} session_replication_role turns triggers and foreign "
+                                  "keys off")
 
     def _transaction_options(self, options: Any) -> None:
         for opt in options or ():

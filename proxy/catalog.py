@@ -95,10 +95,21 @@ WHERE r.b_oid <> r.v_oid AND vc.relkind IN ('v', 'm')
 ORDER BY 1, 2, 3, 4
 """
 
+# An aggregate is labelled immutable whatever its support functions do: it is as volatile
+# as the most volatile of them (a transition function may write).
 _ROUTINES = """
-SELECT p.oid, n.nspname, p.proname, p.provolatile, {kind}
+SELECT p.oid, n.nspname, p.proname,
+       CASE WHEN a.aggfnoid IS NULL THEN p.provolatile::text
+            ELSE (SELECT coalesce(max(f.provolatile::text), p.provolatile::text)
+                  FROM pg_catalog.pg_proc f
+                  WHERE f.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn,
+                                  a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn,
+                                  a.aggmfinalfn))
+       END,
+       {kind}
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+LEFT JOIN pg_catalog.pg_aggregate a ON a.aggfnoid = p.oid
 """
 # prokind exists from PostgreSQL 11 on; before that only functions, aggregates and windows.
 _KIND_11 = "p.prokind"

@@ -413,7 +413,6 @@ READ_ONLY = [
     "RESET default_transaction_read_only",
     "SET transaction_read_only = off",
     "SET LOCAL transaction_read_only = 'off'",
-    "SET session_replication_role = replica",
     "SELECT set_config('default_transaction_read_only', 'off', false)",
     "SELECT set_config('transaction_read_only', 'off', true)",
     "BEGIN READ WRITE",

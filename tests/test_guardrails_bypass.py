@@ -1,4 +1,4 @@
-"""Attempts to get past the guardrails: a security review's findings, kept as tests.
+"""Attempts to get past the guardrails, kept as tests.
 
 Each ``xfail(strict=True)`` test states what a security team expects (the statement, or the
 sequence, is refused; or ordinary traffic is allowed) and currently fails because Wiregate
@@ -156,8 +156,6 @@ def test_payloads_look_like_one_harmless_select_to_the_analysis() -> None:
     assert rule_of("SELECT 'a' , $$' ; DELETE FROM orders ; --$$") is None
 
 
-@pytest.mark.xfail(strict=True, reason="SET standard_conforming_strings = off is allowed; the "
-                   "proxy then misreads backslashes and a hidden statement runs unjudged")
 @pytest.mark.parametrize("profile", ["agent-rw", "agent-readonly"])
 @pytest.mark.parametrize("setter", [
     "SET standard_conforming_strings = off",
@@ -169,16 +167,12 @@ def test_standard_conforming_strings_off_is_refused(profile: str, setter: str) -
     assert any_refused(guard(profile), [setter, payload], session())
 
 
-@pytest.mark.xfail(strict=True, reason="startup parameter standard_conforming_strings=off is "
-                   "on the allowed list")
 def test_standard_conforming_strings_off_at_startup_is_refused() -> None:
     with pytest.raises(StartupRefused):
         guard().session_parameters({"user": "alice", "standard_conforming_strings": "off"},
                                    session())
 
 
-@pytest.mark.xfail(strict=True, reason="client-only encodings (SJIS, BIG5, GBK, ...) are "
-                   "allowed; their trail bytes include '\\\\', which the proxy reads as an escape")
 @pytest.mark.parametrize("setter", [
     "SET client_encoding = 'SJIS'", "SET NAMES 'BIG5'",
     "SELECT set_config('client_encoding', 'GBK', false)",
@@ -187,7 +181,6 @@ def test_client_only_encoding_is_refused(setter: str) -> None:
     assert any_refused(guard(), [setter, SJIS_PAYLOAD], session())
 
 
-@pytest.mark.xfail(strict=True, reason="startup parameter client_encoding=SJIS is allowed")
 def test_client_only_encoding_at_startup_is_refused() -> None:
     with pytest.raises(StartupRefused):
         guard().session_parameters({"user": "alice", "client_encoding": "SJIS"}, session())
@@ -205,9 +198,6 @@ def test_ordinary_lexing_settings_stay_allowed() -> None:
 
 # == 2. Name resolution after the decision ======================================================
 
-@pytest.mark.xfail(strict=True, reason="EXECUTE is not re-judged; the server re-resolves a "
-                   "prepared statement's names when search_path changes, so a DELETE prepared "
-                   "against public.events runs against audit.events (protected)")
 @pytest.mark.parametrize("source", ["query", "parse"])
 def test_prepared_write_then_search_path_change(source: str) -> None:
     policy, s = guard(), session()
@@ -215,7 +205,8 @@ def test_prepared_write_then_search_path_change(source: str) -> None:
         steps = ["PREPARE p AS DELETE FROM events WHERE id = 1"]
     else:   # extended protocol: a named Parse, executed later by Bind/Execute (never judged)
         steps = []
-        assert isinstance(decide(policy, "DELETE FROM events WHERE id = $1", s, "parse"), Allow)
+        named = Statement("DELETE FROM events WHERE id = $1", "parse", name="p")
+        assert isinstance(policy.decide(named, s), Allow)
     steps += ["SET search_path = audit, public", "EXECUTE p"]
     assert any_refused(policy, steps, s)
 
@@ -227,8 +218,6 @@ def test_prepared_write_to_the_protected_name_is_refused_at_prepare() -> None:
     assert isinstance(refused, Deny) and refused.rule == "protected-tables"
 
 
-@pytest.mark.xfail(strict=True, reason="a search_path set_config() computes at run time is "
-                   "taken to be the default path: audit is never seen, writes resolve to public")
 @pytest.mark.parametrize("setter", [
     "SELECT set_config('search_path', 'aud' || 'it', false)",
     "SELECT set_config('search_path', current_setting('search_path') || ',audit', false)",
@@ -238,9 +227,6 @@ def test_search_path_unknown_until_run_time(setter: str) -> None:
     assert any_refused(guard(), [setter, "DELETE FROM events WHERE id = 1"], session())
 
 
-@pytest.mark.xfail(strict=True, reason='SET search_path = "Audit": the parser has already '
-                   "folded case, split_search_path lowercases again, so the proxy resolves in "
-                   "'audit' while the server uses 'Audit'")
 def test_quoted_mixed_case_schema_in_set_search_path() -> None:
     policy, s = guard("mixed-case"), session()
     assert any_refused(policy, ['SET search_path = "Audit", public',
@@ -259,8 +245,6 @@ def test_mixed_case_schema_through_set_config_and_startup() -> None:
 
 # == 3. Routines called without a function call in the text ===================================
 
-@pytest.mark.xfail(strict=True, reason="attribute notation: o.touch calls touch(orders) but is "
-                   "a ColumnRef in the tree, so the volatile routine is never classified")
 @pytest.mark.parametrize("sql", [
     "SELECT o.touch FROM orders o WHERE o.id = 1",
     "SELECT orders.touch FROM orders",
@@ -277,9 +261,6 @@ def test_functional_notation_of_the_same_call_is_refused() -> None:
 
 # == 4. Settings that switch protections off ====================================================
 
-@pytest.mark.xfail(strict=True, reason="session_replication_role = replica (triggers and foreign"
-                   " keys off; the upstream login here is a superuser) is refused at startup and"
-                   " under read_only, but SET is allowed under agent-rw")
 @pytest.mark.parametrize("sql", [
     "SET session_replication_role = replica",
     "SET LOCAL session_replication_role TO 'replica'",
@@ -297,20 +278,26 @@ def test_session_replication_role_at_startup_is_refused() -> None:
 
 # == 5. Writes that touch every row, not recognised =============================================
 
-@pytest.mark.xfail(strict=True, reason="a condition true for every row by construction: the "
-                   "target compared with itself through a subquery, array or self-join, a "
-                   "constant CASE, a system column that is never NULL")
 @pytest.mark.parametrize("sql", [
     "DELETE FROM orders WHERE id IN (SELECT id FROM orders)",
     "DELETE FROM orders WHERE id = ANY (SELECT id FROM orders)",
+    "DELETE FROM orders WHERE EXISTS (SELECT 1 WHERE orders.id = orders.id)",
+    "DELETE FROM orders WHERE ctid IS NOT NULL",
+])
+def test_unbounded_write_by_construction_recognised(sql: str) -> None:
+    assert rule_of(sql) == "bounded-writes"
+
+
+@pytest.mark.xfail(strict=True, reason="a condition true for every row by construction: the "
+                   "target compared with itself through a correlated subquery, array or "
+                   "self-join, or a constant CASE")
+@pytest.mark.parametrize("sql", [
     "UPDATE orders SET a = 1 WHERE id IN (SELECT orders.id)",
     "DELETE FROM orders WHERE id = (SELECT orders.id)",
-    "DELETE FROM orders WHERE EXISTS (SELECT 1 WHERE orders.id = orders.id)",
     "DELETE FROM orders USING orders o2 WHERE o2.id = orders.id",
     "MERGE INTO orders o USING orders s ON s.id = o.id WHEN MATCHED THEN DELETE",
     "DELETE FROM orders WHERE id = ANY (ARRAY[id])",
     "DELETE FROM orders WHERE CASE WHEN true THEN true ELSE id = 1 END",
-    "DELETE FROM orders WHERE ctid IS NOT NULL",
 ])
 def test_unbounded_write_by_construction(sql: str) -> None:
     assert rule_of(sql) == "bounded-writes"
@@ -334,8 +321,6 @@ def test_bounded_writes_that_read_the_target_stay_allowed(sql: str) -> None:
 
 # == 6. Other gaps ===============================================================================
 
-@pytest.mark.xfail(strict=True, reason="COMMIT/ROLLBACK PREPARED finish another session's "
-                   "prepared transaction; the server allows them in a read-only session")
 @pytest.mark.parametrize("sql", ["ROLLBACK PREPARED 'gid'", "COMMIT PREPARED 'gid'"])
 def test_two_phase_commit_under_agent_readonly(sql: str) -> None:
     assert rule_of(sql, "agent-readonly") == "read-only"
@@ -353,9 +338,6 @@ def test_tables_deny_list_through_xml_functions(sql: str) -> None:
     assert rule_of(sql, "deny-payments") == "no-payments"
 
 
-@pytest.mark.xfail(strict=True, reason="over-refusal: large-object reads (lo_get, lo_open, "
-                   "loread; drivers' LargeObject APIs) are volatile in the catalog and refused "
-                   "even where the upstream session is read-only")
 @pytest.mark.parametrize("sql", ["SELECT lo_get(16400)", "SELECT loread(lo_open(16400, 262144),"
                                  " 8192)"])
 def test_large_object_reads_under_agent_readonly(sql: str) -> None:
@@ -570,8 +552,6 @@ def test_e2e_refusals_leave_the_data_alone(w: World) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="with standard_conforming_strings = off the server runs "
-                   "the DELETE the proxy took for part of a string literal")
 def test_e2e_standard_conforming_strings_off(w: World) -> None:
     with w.connect() as conn:
         run(conn, "SET standard_conforming_strings = off",
@@ -580,18 +560,15 @@ def test_e2e_standard_conforming_strings_off(w: World) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="agent-readonly: the hidden part ends the read-only "
-                   "transaction and runs a write in a read-write one")
 def test_e2e_standard_conforming_strings_off_readonly(w: World) -> None:
-    with w.connect("ro", options="'-c standard_conforming_strings=off'") as conn:
-        run(conn, f"SELECT 'a\\' , $$' ; COMMIT ; BEGIN READ WRITE ; "
-                  f"DELETE FROM {w.schema}.items ; COMMIT ; --$$")
+    """The login itself is refused: the session never reads text the parser would misread."""
+    with pytest.raises(psycopg.OperationalError) as ei:
+        w.connect("ro", options="'-c standard_conforming_strings=off'")
+    assert "wiregate.startup" in str(ei.value)
     assert w.count(f"{w.schema}.items") == 5
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="with client_encoding SJIS the backslash the proxy sees "
-                   "is the second byte of a character for the server")
 def test_e2e_sjis_client_encoding(w: World) -> None:
     with w.connect() as conn:
         # psycopg sends a query without parameters as the very bytes given (simple protocol)
@@ -601,8 +578,6 @@ def test_e2e_sjis_client_encoding(w: World) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="PREPARE judged under one search_path, EXECUTE run under "
-                   "another: the server re-resolves and deletes from the protected table")
 def test_e2e_prepare_then_search_path(w: World) -> None:
     s, x = w.schema, w.other
     with w.connect() as conn:
@@ -612,8 +587,6 @@ def test_e2e_prepare_then_search_path(w: World) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="attribute notation i.touch calls the volatile "
-                   "touch(items), which writes to the protected ledger")
 def test_e2e_attribute_notation(w: World) -> None:
     with w.connect() as conn:
         # attribute notation finds the function through the search_path
@@ -634,9 +607,6 @@ def test_e2e_stable_function_calling_a_volatile_one(w: World) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="aggregates are always provolatile 'i'; one whose "
-                   "transition function is volatile writes (fix: judge sfunc/finalfunc/"
-                   "combinefunc from pg_aggregate)")
 def test_e2e_aggregate_with_a_volatile_transition_function(w: World) -> None:
     with w.connect() as conn:
         run(conn, f"SELECT {w.schema}.tally(id) FROM {w.schema}.items WHERE id = 1")
@@ -644,8 +614,6 @@ def test_e2e_aggregate_with_a_volatile_transition_function(w: World) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="SET session_replication_role = replica is allowed under "
-                   "agent-rw: the audit trigger does not fire")
 def test_e2e_session_replication_role_skips_the_audit_trigger(w: World) -> None:
     with w.connect() as conn:
         if run(conn, "SET session_replication_role = replica"):
@@ -662,7 +630,6 @@ def test_e2e_deletion_is_audited_normally(w: World) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason="id IN (SELECT id FROM the target) matches every row")
 def test_e2e_self_subquery_deletes_everything(w: World) -> None:
     s = w.schema
     with w.connect() as conn:

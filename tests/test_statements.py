@@ -204,8 +204,8 @@ def test_calls_with_literal_args() -> None:
 
 
 @pytest.mark.parametrize(("sql", "settings"), [
-    ("SET search_path = audit, public", [Setting("search_path", "audit,public")]),
-    ('SET search_path TO "Audit", public', [Setting("search_path", "Audit,public")]),
+    ("SET search_path = audit, public", [Setting("search_path", '"audit","public"')]),
+    ('SET search_path TO "Audit", public', [Setting("search_path", '"Audit","public"')]),
     ("SET LOCAL statement_timeout = 5", [Setting("statement_timeout", "5", True)]),
     ("SET TIME ZONE 'UTC'", [Setting("timezone", "UTC")]),
     ("SET DateStyle = ISO", [Setting("datestyle", "iso")]),
