@@ -130,7 +130,7 @@ def spawn(argv: Sequence[str], logfile: Path, *, user: str | None = None,
 
 
 # --------------------------------------------------------------------------------------------
-# /proc helpers: CPU time of a process tree, without psutil.
+# /proc readers: CPU time of a process tree, without psutil.
 
 
 def children(pid: int) -> list[int]:
@@ -381,7 +381,7 @@ def start_wiregate(tmp: Path, pg_host: str, pg_port: int, pg_user: str, workers:
     try:
         from protocols.postgres.scram import make_verifier
     except ImportError as exc:
-        raise BenchError(f"cannot import the SCRAM helper from the project: {exc}") from exc
+        raise BenchError(f"cannot import make_verifier from the project: {exc}") from exc
     d = tmp / name
     d.mkdir()
     port = free_port()
@@ -766,8 +766,9 @@ class Report:
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
             "",
-            "Ratio = proxy TPS / direct TPS (1.00 = no loss). µs CPU/txn = CPU time of the proxy "
-            "process tree (all workers) during the run divided by transactions completed.",
+            ("Ratio = proxy TPS / direct TPS (1.00 = no loss). " if has_direct else "")
+            + "µs CPU/txn = CPU time of the proxy process tree (all workers) during the run "
+            "divided by transactions completed.",
         ]
         if guard:
             ratios = [r["guardrails_on_off"] for r in self.tps_summary(targets)]
