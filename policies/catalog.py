@@ -54,6 +54,7 @@ class Catalog:
     schemas: set[str] = field(default_factory=set)
     version: int = 0
     loaded: bool = False
+    search_path: str = '"$user", public'   # the upstream role's default, as the server says
 
     def __post_init__(self) -> None:
         self._by_oid = {r.oid: r for rs in self.routines.values() for r in rs if r.oid}
@@ -66,14 +67,15 @@ class Catalog:
 
     @classmethod
     def build(cls, relations: Iterable[RelationInfo], routines: Iterable[RoutineInfo],
-              schemas: Iterable[str] = (), version: int = 1) -> Catalog:
+              schemas: Iterable[str] = (), version: int = 1,
+              search_path: str = '"$user", public') -> Catalog:
         rels = {r.name: r for r in relations}
         procs: dict[Name, list[RoutineInfo]] = {}
         for p in routines:
             procs.setdefault(p.name, []).append(p)
         names = set(schemas) | {n.schema for n in rels if n.schema} | {
             n.schema for n in procs if n.schema}
-        return cls(rels, procs, names, version, True)
+        return cls(rels, procs, names, version, True, search_path)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -84,6 +86,7 @@ class Catalog:
             "routines": [[p.name.schema, p.name.name, p.oid, p.volatility, p.kind]
                          for ps in self.routines.values() for p in ps],
             "schemas": sorted(self.schemas),
+            "search_path": self.search_path,
         }, indent=0)
 
     @classmethod
@@ -94,7 +97,8 @@ class Catalog:
                 for r in data.get("relations", [])]
         procs = [RoutineInfo(Name(s, n), oid, vol, kind)
                  for s, n, oid, vol, kind in data.get("routines", [])]
-        return cls.build(rels, procs, data.get("schemas", []))
+        return cls.build(rels, procs, data.get("schemas", []),
+                         search_path=data.get("search_path", '"$user", public'))
 
     # -- resolution ---------------------------------------------------------------------------
 

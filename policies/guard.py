@@ -4,11 +4,13 @@ One object serves every session of a listener. Per-session facts (the profile in
 search_path the session has set) live in ``SessionInfo.policy_state``. Catalog snapshots come
 from a ``CatalogSource`` the proxy provides; this module does no I/O.
 
-Parsing is on the hot path, so decisions are cached. The key is the statement text, then its
-normalized form (libpg_query's normalize: constants replaced by placeholders), together with
-the profile, the catalog version and the search_path. The normalized key is only used for
-statements whose decision cannot depend on a constant (plain reads); a ``DELETE … WHERE 1 = 1``
-and a ``DELETE … WHERE id = 1`` normalize alike and are decided one by one.
+Parsing is on the hot path, so decisions are cached, together with the profile, the catalog
+version and the search_path: by the statement's shape (numeric constants of a text without
+quotes or comments replaced, a C-speed regex), by its text, then by its normalized form
+(libpg_query's normalize: constants replaced by placeholders). The shape and normalized keys
+are only used for statements whose decision cannot depend on a constant (plain reads): a
+``DELETE … WHERE 1 = 1`` and a ``DELETE … WHERE id = 1`` normalize alike and are decided one
+by one.
 """
 
 from __future__ import annotations
@@ -73,12 +75,8 @@ class _SessionState:
     search_path: tuple[str, ...]
     seen_path: tuple[str, ...]
     user: str = ""                 # the role the server resolves "$user" to
-    ddl_pending: bool = False      # DDL allowed; re-read the catalog once it has committed
     prepared_writes: dict[str, str] = field(default_factory=dict)  # name → text, if it writes
-    key: tuple[Any, ...] = ()      # what a cached verdict depends on besides text and catalog
-
-    def rekey(self) -> None:
-        self.key = (self.profile.name, self.seen_path, self.user)
+    key: int = -1                  # what a cached verdict depends on besides text and catalog
 
 
 @dataclass(frozen=True)
@@ -116,6 +114,10 @@ class GuardPolicy:
         self._exact: dict[tuple[Any, ...], _Verdict] = {}
         self._shape: dict[tuple[Any, ...], _Verdict] = {}
         self._normal: dict[tuple[Any, ...], _Verdict] = {}
+        # (catalog, stale) in one call, when the source offers it: asked on every statement.
+        self._snapshot: Callable[[str], tuple[Catalog | None, bool]] | None = getattr(
+            self.catalogs, "snapshot", None)
+        self._context_ids: dict[tuple[Any, ...], int] = {}
 
     # -- session set-up ---------------------------------------------------------------------
 
@@ -186,13 +188,27 @@ class GuardPolicy:
             # MySQL resolves unqualified names in the current database (COM_INIT_DB, USE).
             path: tuple[str, ...] = (session.database,) if session.database else ()
         else:
-            path = split_search_path(start if isinstance(start, str) and start
-                                     else '"$user", public')
+            if not (isinstance(start, str) and start):
+                # The session starts with the upstream role's default path.
+                catalog = self.catalogs.current(session.database)
+                start = catalog.search_path if catalog is not None else '"$user", public'
+            path = split_search_path(start)
         state = _SessionState(profile, Guardrails(profile), path, path,
                               session.upstream_user or session.user)
-        state.rekey()
+        self._rekey(state)
         session.policy_state["guard"] = state
         return state
+
+    def transaction_ended(self, session: SessionInfo) -> None:
+        """The server is idle again after DDL was allowed (committed or rolled back): every
+        worker re-reads the schema before it judges another statement."""
+        if session.policy_state.pop("ddl_pending", None):
+            self.catalogs.changed(session.database)
+
+    def _rekey(self, state: _SessionState) -> None:
+        """Cache keys carry a small int for (profile, search path, user): hashing it is free."""
+        context = (state.profile.name, state.seen_path, state.user)
+        state.key = self._context_ids.setdefault(context, len(self._context_ids))
 
     # -- the decision ---------------------------------------------------------------------------
 
@@ -203,14 +219,15 @@ class GuardPolicy:
         if not isinstance(state, _SessionState):
             state = self._state(session)
         database = session.database
-        retry = bool(policy_state.get("catalog_retry"))
-        if state.ddl_pending and session.transaction_status == "I":
-            # The DDL's transaction has ended (committed or rolled back): re-read the schema.
-            state.ddl_pending = False
-            self.catalogs.changed(database)
-        if not retry and self.catalogs.stale(database):
+        retry = "catalog_retry" in policy_state
+        if "ddl_pending" in policy_state and session.transaction_status == "I":
+            self.transaction_ended(session)
+        if self._snapshot is not None:
+            catalog, stale = self._snapshot(database)
+        else:
+            catalog, stale = self.catalogs.current(database), self.catalogs.stale(database)
+        if stale and not retry:
             return CATALOG_WAIT
-        catalog = self.catalogs.current(database)
         if statement.source == "function_call":
             ctx = Context(catalog, state.seen_path, state.user)
             return self._function_call(statement, state, ctx, session, retry)
@@ -316,9 +333,9 @@ class GuardPolicy:
                 # Resolution looks in every schema the session has named (fail closed: a SET
                 # that later failed or was rolled back must not hide a protected table).
                 state.seen_path = path + tuple(p for p in state.seen_path if p not in path)
-                state.rekey()
+                self._rekey(state)
         if verdict.changes_catalog:
-            state.ddl_pending = True
+            session.policy_state["ddl_pending"] = True
         return ALLOW
 
     def _rejudge_prepared(self, verdict: _Verdict, state: _SessionState,
@@ -377,12 +394,14 @@ class GuardPolicy:
 # are numeric constants (or counts such as FETCH 5). Replacing them finds the verdict of a
 # literal-insensitive statement of the same shape with a C-speed regex instead of a parse; only
 # verdicts that cannot depend on a constant are stored there (see ``Facts.literal_sensitive``).
-_NUMBERS = re.compile(r"\b\d+\b")
+# ASCII only, so that the regex's ASCII word boundaries are exactly SQL's: a digit run after a
+# non-ASCII letter belongs to an identifier, and such texts never take this path.
+_NUMBERS = re.compile(r"(?a)\b\d+\b")
 
 
 def _plain_text(sql: str) -> bool:
-    return not ("'" in sql or '"' in sql or "$" in sql or "-" in sql or "/" in sql
-                or "\\" in sql or "&" in sql)
+    return sql.isascii() and not ("'" in sql or '"' in sql or "$" in sql or "-" in sql
+                                  or "/" in sql or "\\" in sql or "&" in sql)
 
 
 def to_deny(refusal: Refusal) -> Deny:

@@ -139,6 +139,8 @@ def catalog_query(server_major: int) -> str:
     kind = _KIND_11 if server_major >= 11 else _KIND_OLD
     return ";\n".join([
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        # the role's own default path, which client sessions start with (read before pinning)
+        "SELECT pg_catalog.current_setting('search_path')",
         "SET LOCAL search_path = pg_catalog",
         _RELATIONS.strip(),
         _VIEW_BASES.strip(),
@@ -230,9 +232,10 @@ async def _run_query(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 def _catalog_from_rows(results: list[list[Row]], version: int) -> Catalog:
-    if len(results) != 5:
-        raise CatalogError(f"expected 5 result sets from the catalog query, got {len(results)}")
-    rel_rows, base_rows, proc_rows, schema_rows, parent_rows = results
+    if len(results) != 6:
+        raise CatalogError(f"expected 6 result sets from the catalog query, got {len(results)}")
+    path_rows, rel_rows, base_rows, proc_rows, schema_rows, parent_rows = results
+    search_path = path_rows[0][0] if path_rows and path_rows[0][0] else '"$user", public'
     bases: dict[Name, list[Name]] = {}
     for vs, vn, bs, bn in base_rows:
         bases.setdefault(Name(vs, vn or ""), []).append(Name(bs, bn or ""))
@@ -247,7 +250,7 @@ def _catalog_from_rows(results: list[list[Row]], version: int) -> Catalog:
     routines = [RoutineInfo(Name(schema, name or ""), int(oid or 0), vol or "v", kind or "f")
                 for oid, schema, name, vol, kind in proc_rows]
     schemas = [s for (s,) in schema_rows if s]
-    return Catalog.build(relations, routines, schemas, version)
+    return Catalog.build(relations, routines, schemas, version, search_path=search_path)
 
 
 async def _load(up: Upstream, version: int) -> Catalog:

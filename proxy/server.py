@@ -21,7 +21,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from policies.catalog import Catalog
@@ -36,6 +36,7 @@ from proxy.upstream import send_cancel
 
 log = logging.getLogger("wiregate.server")
 _CANCEL = struct.Struct("!II")
+_CATALOG = b"catalog-changed:"   # datagram to the other workers: re-read a route's catalog
 
 
 def server_tls_context(listener: PostgresListener) -> ssl.SSLContext | None:
@@ -64,9 +65,11 @@ class RouteCatalogs:
     """The guardrails' view of the catalog cache: by client database name. Asked on every
     statement, so each question is one dictionary lookup."""
 
-    def __init__(self, cache: CatalogCache, routes: dict[str, Upstream]) -> None:
+    def __init__(self, cache: CatalogCache, routes: dict[str, Upstream],
+                 broadcast: Callable[[str], None] | None = None) -> None:
         self.cache = cache
         self.routes = routes
+        self.broadcast = broadcast
         self._keys = {name: catalog_key(up) for name, up in routes.items()}
 
     def current(self, database: str) -> Catalog | None:
@@ -81,13 +84,26 @@ class RouteCatalogs:
         entry = self.cache.entry(self._keys.get(database))
         return entry is not None and entry.dirty
 
+    def snapshot(self, database: str) -> tuple[Catalog | None, bool]:
+        """``current`` and ``stale`` in one lookup: the guardrails ask on every statement."""
+        entry = self.cache.entry(self._keys.get(database))
+        if entry is None:
+            return None, False
+        if time.monotonic() >= entry.due:
+            self.cache.due(self.routes[database])
+        return entry.catalog, entry.dirty
+
     def changed(self, database: str) -> None:
+        """DDL committed through this route: re-read here, and tell the other workers."""
         up = self.routes.get(database)
         if up is not None:
             self.cache.invalidate(up)
+            if self.broadcast is not None:
+                self.broadcast(database)
 
 
-def guard_policy(config: Config, cache: CatalogCache) -> GuardPolicy | None:
+def guard_policy(config: Config, cache: CatalogCache,
+                 broadcast: Callable[[str], None] | None = None) -> GuardPolicy | None:
     """The guardrails configured for this listener, or None when there are none."""
     g = config.guardrails
     if g is None or config.postgres is None:
@@ -97,7 +113,7 @@ def guard_policy(config: Config, cache: CatalogCache) -> GuardPolicy | None:
     def profile_for(session: SessionInfo) -> str:
         return g.profile_for(routes[session.database])
 
-    return GuardPolicy(g.profiles, profile_for, RouteCatalogs(cache, routes))
+    return GuardPolicy(g.profiles, profile_for, RouteCatalogs(cache, routes, broadcast))
 
 
 class Worker:
@@ -113,7 +129,8 @@ class Worker:
         self.users = config.users
         self.catalogs = CatalogCache(
             config.guardrails.catalog_refresh if config.guardrails else 300.0)
-        self.policy: Policy = policy or guard_policy(config, self.catalogs) or AllowAll()
+        self.policy: Policy = policy or guard_policy(
+            config, self.catalogs, self._broadcast_catalog_change) or AllowAll()
         self.approver: Approver = approver or NoApprover()
         self.server_tls = server_tls_context(self.listener)
         self.sessions: dict[int, Session] = {}
@@ -179,11 +196,27 @@ class Worker:
                                                          socket.SOCK_DGRAM) as s:
             s.sendto(_CANCEL.pack(pid, secret), path)
 
+    def _broadcast_catalog_change(self, database: str) -> None:
+        """Other workers hold their own catalog snapshots: ask them to re-read too."""
+        message = _CATALOG + database.encode()
+        for index in range(self.config.server.workers):
+            path = self._cancel_path(index)
+            if index == self.index or path is None:
+                continue
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX,
+                                                             socket.SOCK_DGRAM) as s:
+                s.sendto(message, path)
+
     def _on_cancel_datagram(self) -> None:
         assert self._cancel_sock is not None
         try:
-            data = self._cancel_sock.recv(64)
+            data = self._cancel_sock.recv(1024)
         except BlockingIOError:
+            return
+        if data.startswith(_CATALOG):
+            up = self.listener.databases.get(data[len(_CATALOG):].decode(errors="replace"))
+            if up is not None:
+                self.catalogs.invalidate(up)
             return
         if len(data) == _CANCEL.size:
             pid, secret = _CANCEL.unpack(data)

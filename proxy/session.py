@@ -121,6 +121,10 @@ class Session:
     @transaction_status.setter
     def transaction_status(self, value: str) -> None:
         self.info.transaction_status = value
+        if value == "I" and "ddl_pending" in self.info.policy_state:
+            hook = getattr(self.policy, "transaction_ended", None)
+            if hook is not None:
+                hook(self.info)
 
     @property
     def parameters(self) -> dict[str, str]:

@@ -125,21 +125,6 @@ class World:
             conn.execute(f"INSERT INTO {self.schema}.events VALUES (1, 'kept')")
             conn.execute(f"INSERT INTO {self.schema}.vault VALUES (1, 'kept')")
 
-    def catalog_version(self, route: str) -> int:
-        """The version of the catalog snapshot Wiregate holds for a route (-1: none)."""
-        assert self.proxy.config.postgres is not None
-        up = self.proxy.config.postgres.databases[route]
-        assert self.proxy.worker is not None
-        cat = self.proxy.worker.catalogs.current(up)
-        return cat.version if cat is not None else -1
-
-    def wait_catalog_refreshed(self, route: str, since: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.catalog_version(route) == since:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the catalog was not refreshed")
-            time.sleep(0.02)
-
     def item_ids(self) -> list[int]:
         return [r[0] for r in self.server(f"SELECT id FROM {self.items} ORDER BY id")]
 
@@ -845,18 +830,6 @@ def test_search_path_set_then_rolled_back_still_guarded(w: World) -> None:
 
 
 # -- 9. the catalog follows DDL -------------------------------------------------------------------
-
-def _eventually_insert(conn: psycopg.Connection[Any], sql: str, timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn.execute(sql)
-            return
-        except psycopg.errors.InsufficientPrivilege:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
 
 def test_catalog_refresh_after_ddl(w: World) -> None:
     """A table created under a DDL-allowing profile is writable by the very next statement:
