@@ -463,14 +463,13 @@ class Guardrails:
                                    hint=rule.hint)
         for rule in schemas:
             for n in sorted(touched, key=str):
-                schema = Pattern(None, n.schema or "")
-                probe = Name(None, n.schema or "")
-                if any(Pattern(None, p.name).matches(probe) for p in rule.deny):
+                # schema lists hold bare schema names: Pattern(None, name)
+                schema = Name(None, n.schema or "")
+                if any(p.matches(schema) for p in rule.deny):
                     return Refusal(rule.id, "schemas", f"schema {n.schema} is not allowed",
                                    detail=f"object: {n}", hint=rule.hint)
-                if rule.allow and not any(Pattern(None, p.name).matches(probe)
-                                          for p in rule.allow):
-                    return Refusal(rule.id, "schemas", f"schema {schema.name} is not on the "
+                if rule.allow and not any(p.matches(schema) for p in rule.allow):
+                    return Refusal(rule.id, "schemas", f"schema {n.schema} is not on the "
                                    "allow-list", detail=f"object: {n}", hint=rule.hint)
         return None
 
@@ -602,6 +601,12 @@ def _rule(raw: Any, key: str) -> Rule:
     for flag in ("allow_maintenance", "refuse_all"):
         if not isinstance(raw.get(flag, False), bool):
             raise PolicyError(f"{key}.{flag}", "must be true or false")
+    if kind == "schemas":
+        for key_name in ("allow", "deny"):
+            for entry in raw.get(key_name, []):
+                if isinstance(entry, str) and "." in entry:
+                    raise PolicyError(f"{key}.{key_name}",
+                                      f"{entry!r}: schema lists hold schema names only")
     return Rule(
         id=rid, kind=kind, allow_create=frozenset(creates),
         allow_maintenance=raw.get("allow_maintenance", False),
