@@ -55,6 +55,11 @@ HARMLESS_VOLATILE = frozenset({
     "pg_control_checkpoint", "pg_control_init", "pg_control_recovery",
     "pg_get_wal_resource_managers",
 })
+# Built-ins that run SQL given as text: whatever that text writes, they write.
+SQL_TEXT_FUNCTIONS = frozenset({
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml",
+    "cursor_to_xmlschema", "ts_stat", "ts_rewrite",
+})
 # DDL object kinds that name a relation holding (or being) the data itself.
 _RELATION_OBJECTS = frozenset({"table", "object", "foreign_table", "materialized_view",
                                "matview", "column", "tabconstraint", "sequence"})
@@ -373,7 +378,9 @@ class Guardrails:
         functions = self.profile.of("functions")
         code = self.profile.first("code")
         ro = self.profile.first("read_only")
-        guard = code or ro
+        # A routine that may write could write a protected table: with protected tables and no
+        # code rule, such calls are judged under the protected-tables rule (fail closed).
+        guard = code or ro or self.profile.first("protected_tables")
         allowed: list[Pattern] = [p for r in functions for p in r.allow]
         if code:
             allowed += code.allow
@@ -436,6 +443,9 @@ class Guardrails:
             return None
         if all(r.read_only for r in found):
             return None
+        if rule.kind == "protected_tables" and base not in SQL_TEXT_FUNCTIONS \
+                and all(r.name.schema == "pg_catalog" for r in found):
+            return None  # built-ins write no tables, except those that run SQL text
         what = "procedure" if call.procedure or any(r.kind == "p" for r in found) \
             else "function"
         return Refusal(rule.id, rule.kind, f"{what} {resolved}() may write "

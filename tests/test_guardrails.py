@@ -762,7 +762,7 @@ def test_must_pass_agent_readonly(sql: str) -> None:
 HUMAN_PASS = [
     "DROP TABLE customers", "CREATE TABLE t (id int)", "ALTER TABLE orders ADD COLUMN x int",
     "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'", "DO $$ BEGIN END $$",
-    "SELECT bump()", "CALL do_things()", "INSERT INTO payments VALUES (1)",
+    "INSERT INTO payments VALUES (1)",
     "DELETE FROM payments WHERE id = 1", "SELECT * FROM audit.events",
     "SELECT pg_terminate_backend(1)", "TRUNCATE orders",
 ]
@@ -771,6 +771,17 @@ HUMAN_PASS = [
 @pytest.mark.parametrize("sql", HUMAN_PASS)
 def test_must_pass_human(sql: str) -> None:
     assert check(sql, "human") is None
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT bump()", "CALL do_things()", "SELECT public.bump()",
+])
+def test_routines_that_may_write_are_judged_under_protected_tables(sql: str) -> None:
+    """No code rule in the human profile: a routine that may write could write a protected
+    table, so it is refused under the protected-tables rule; stable ones still pass."""
+    refusal = check(sql, "human")
+    assert refusal is not None and refusal.rule == "protected-tables", sql
+    assert check("SELECT lookup()", "human") is None
 
 
 # -- rule details ----------------------------------------------------------------------------
