@@ -109,5 +109,21 @@ class Facts:
         return bool(self.writes)
 
 
+def kind_words(kind: str) -> str:
+    """A node name as words for messages: ``DropStmt`` → ``DROP``, ``AlterTableStmt`` →
+    ``ALTER TABLE``; a MySQL kind such as ``Delete`` → ``DELETE``."""
+    if not kind.isalpha():
+        return kind.upper()
+    words: list[str] = []
+    word = ""
+    for ch in kind.removesuffix("Stmt"):
+        if ch.isupper() and word:
+            words.append(word)
+            word = ""
+        word += ch
+    words.append(word)
+    return " ".join(words).upper()
+
+
 class Unparseable(ValueError):
     """The parser rejected the string; the message is the parser's. Always refused."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.catalog import Catalog
-from policies.facts import Call, Facts, Name, Write
+from policies.facts import Call, Facts, Name, Write, kind_words
 
 RULE_KINDS = ("ddl", "unbounded_write", "protected_tables", "multi_statement", "file_access",
               "privileges", "code", "read_only", "functions", "schemas", "tables")
@@ -508,17 +508,7 @@ def _truthy(value: str | None) -> bool:
 
 
 def _verb(f: Facts) -> str:
-    if f.kind.endswith("Stmt"):
-        words = []
-        word = ""
-        for ch in f.kind.removesuffix("Stmt"):
-            if ch.isupper() and word:
-                words.append(word)
-                word = ""
-            word += ch
-        words.append(word)
-        return " ".join(words).upper()
-    return f.kind.upper()
+    return kind_words(f.kind)
 
 
 def _create_hint(rule: Rule) -> str:

@@ -14,7 +14,17 @@ from typing import Any
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
-from policies.facts import Call, Category, Facts, Name, Setting, Unparseable, Write, WriteOp
+from policies.facts import (
+    Call,
+    Category,
+    Facts,
+    Name,
+    Setting,
+    Unparseable,
+    Write,
+    WriteOp,
+    kind_words,
+)
 
 __all__ = ["Unparseable", "analyze", "FILE_FUNCTIONS"]
 
@@ -856,14 +866,4 @@ def _describe(kind: str) -> str:
         "CreateForeignServerStmt": "CREATE SERVER", "ImportForeignSchemaStmt":
         "IMPORT FOREIGN SCHEMA", "CreateUserMappingStmt": "CREATE USER MAPPING",
     }
-    if kind in special:
-        return special[kind]
-    words = []
-    word = ""
-    for ch in kind.removesuffix("Stmt"):
-        if ch.isupper() and word:
-            words.append(word)
-            word = ""
-        word += ch
-    words.append(word)
-    return " ".join(words).upper()
+    return special.get(kind) or kind_words(kind)
