@@ -1,0 +1,241 @@
+"""Masking strategies: how one cell of a masked column is rewritten on the wire.
+
+A strategy turns a value into its masked form; ``cell_rewrite`` wraps it for one result
+column so the masked cell still decodes in the client's driver, in text and in binary format.
+Text-like types carry the masked text. Other types get a value of their own type (numbers,
+dates, uuids, booleans) or, when no such value can be built, NULL: a cell never carries bytes
+its declared type cannot decode, and never the original value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from policies.decision import CellRewrite, Column
+
+StrategyName = Literal["null", "redact", "partial", "email", "hash", "fake"]
+STRATEGIES: tuple[StrategyName, ...] = ("null", "redact", "partial", "email", "hash", "fake")
+
+# PostgreSQL type oids by how a masked value can be written for them.
+TEXT_TYPES = frozenset({25, 1043, 1042, 19, 705, 18})  # text varchar bpchar name unknown char
+JSON_TYPES = frozenset({114, 3802})                           # json jsonb
+INT_TYPES = {21: 2, 23: 4, 20: 8}                             # int2 int4 int8: binary width
+FLOAT_TYPES = {700: 4, 701: 8}                                # float4 float8
+NUMERIC = 1700
+BOOL = 16
+UUID = 2950
+DATE = 1082
+TIMESTAMP_TYPES = frozenset({1114, 1184})                     # timestamp, timestamptz
+BYTEA = 17
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One masking strategy with its parameters. ``key`` feeds ``hash`` and ``fake`` (keyed
+    HMAC-SHA-256: deterministic per key, so joins and GROUP BY on masked values still work,
+    and never an unsalted digest that a dictionary of emails would reverse)."""
+
+    name: StrategyName
+    token: str = "****"
+    keep_last: int = 0
+    keep_first: int = 0
+    key: bytes = b""
+
+    def mask_text(self, value: str) -> str | None:
+        """The masked form of a text value; None means SQL NULL."""
+        if self.name == "null":
+            return None
+        if self.name == "redact":
+            return self.token
+        if self.name == "partial":
+            return _partial(value, self.keep_first, self.keep_last)
+        if self.name == "email":
+            return _email(value, self.token)
+        if self.name == "hash":
+            return self._digest(value).hex()[:32]
+        return self._fake(value)
+
+    def mask_number(self, value: str) -> int | None:
+        """A masked integer for numeric columns (a value of the column's own type)."""
+        if self.name == "null":
+            return None
+        if self.name in ("hash", "fake"):
+            return int.from_bytes(self._digest(value)[:4], "big") & 0x7FFFFFFF
+        return 0
+
+    def _digest(self, value: str) -> bytes:
+        return hmac.new(self.key, value.encode(), hashlib.sha256).digest()
+
+    def _fake(self, value: str) -> str:
+        """Same shape, other characters: digits stay digits, letters letters (case kept),
+        everything else as it was; deterministic per key and value."""
+        stream = _keystream(self.key, value, len(value))
+        out = []
+        for ch, b in zip(value, stream, strict=False):
+            if ch.isdigit():
+                out.append(chr(ord("0") + b % 10))
+            elif "a" <= ch <= "z":
+                out.append(chr(ord("a") + b % 26))
+            elif "A" <= ch <= "Z":
+                out.append(chr(ord("A") + b % 26))
+            elif ch.isalpha():
+                out.append("x")
+            else:
+                out.append(ch)
+        return "".join(out)
+
+
+def _keystream(key: bytes, value: str, n: int) -> bytes:
+    out = b""
+    counter = 0
+    while len(out) < n:
+        out += hmac.new(key, counter.to_bytes(4, "big") + value.encode(),
+                        hashlib.sha256).digest()
+        counter += 1
+    return out[:n]
+
+
+def _partial(value: str, keep_first: int, keep_last: int) -> str:
+    """Letters and digits outside the kept ends become ``*``; separators stay, so a card
+    number keeps its grouping: ``****-****-****-4242``."""
+    positions = [i for i, ch in enumerate(value) if ch.isalnum()]
+    keep = set(positions[:keep_first])
+    if keep_last:
+        keep |= set(positions[max(0, len(positions) - keep_last):])
+    if len(keep) >= len(positions) and positions:
+        keep = set()  # a value no longer than what would be kept is masked whole
+    return "".join(ch if (i in keep or not ch.isalnum()) else "*"
+                   for i, ch in enumerate(value))
+
+
+def _email(value: str, token: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain:
+        return token
+    return f"{local[0]}***@{domain}"
+
+
+# -- one column ---------------------------------------------------------------------------------
+
+def cell_rewrite(strategy: Strategy, column: Column) -> CellRewrite:
+    """The rewrite of every cell of one result column, in the column's wire format."""
+    oid, binary = column.type_oid, column.format == 1
+    if strategy.name == "null":
+        return _null
+    if oid in TEXT_TYPES:
+        return _text_cell(strategy.mask_text)
+    if oid in JSON_TYPES:
+        return _json_cell(strategy, jsonb_binary=binary and oid == 3802)
+    if oid in INT_TYPES:
+        return _int_cell(strategy, INT_TYPES[oid], binary)
+    if oid in FLOAT_TYPES:
+        return _float_cell(strategy, FLOAT_TYPES[oid], binary)
+    if oid == NUMERIC:
+        return _numeric_cell(strategy, binary)
+    if oid == BOOL:
+        return _const_cell(b"\x00" if binary else b"f")
+    if oid == UUID:
+        return _uuid_cell(strategy, binary)
+    if oid == DATE:
+        return _const_cell(struct.pack("!i", -10957) if binary else b"1970-01-01")
+    if oid in TIMESTAMP_TYPES:
+        return _const_cell(struct.pack("!q", -946684800000000) if binary
+                           else b"1970-01-01 00:00:00" + (b"+00" if oid == 1184 else b""))
+    if oid == BYTEA and not binary:
+        return _const_cell(b"\\x")
+    if oid == BYTEA:
+        return _const_cell(b"")
+    return _null  # a type Wiregate cannot write a value of: NULL, never the original
+
+
+def _null(cell: bytes | None) -> bytes | None:
+    return None
+
+
+def _const_cell(value: bytes) -> CellRewrite:
+    def rewrite(cell: bytes | None) -> bytes | None:
+        return None if cell is None else value
+    return rewrite
+
+
+def _text_cell(mask: Callable[[str], str | None]) -> CellRewrite:
+    def rewrite(cell: bytes | None) -> bytes | None:
+        if cell is None:
+            return None
+        masked = mask(cell.decode("utf-8", errors="replace"))
+        return None if masked is None else masked.encode()
+    return rewrite
+
+
+def _json_cell(strategy: Strategy, jsonb_binary: bool) -> CellRewrite:
+    """A JSON value holding a masked column is masked whole, as a JSON string."""
+    def rewrite(cell: bytes | None) -> bytes | None:
+        if cell is None:
+            return None
+        raw = cell[1:] if jsonb_binary else cell
+        masked = strategy.mask_text(raw.decode("utf-8", errors="replace"))
+        if masked is None:
+            return None
+        text = '"' + masked.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return (b"\x01" if jsonb_binary else b"") + text.encode()
+    return rewrite
+
+
+def _int_cell(strategy: Strategy, width: int, binary: bool) -> CellRewrite:
+    limit = {2: 0x7FFF, 4: 0x7FFFFFFF, 8: 0x7FFFFFFFFFFFFFFF}[width]
+    fmt = {2: "!h", 4: "!i", 8: "!q"}[width]
+
+    def rewrite(cell: bytes | None) -> bytes | None:
+        if cell is None:
+            return None
+        original = str(struct.unpack(fmt, cell)[0]) if binary else cell.decode()
+        n = strategy.mask_number(original)
+        if n is None:
+            return None
+        n %= limit
+        return struct.pack(fmt, n) if binary else str(n).encode()
+    return rewrite
+
+
+def _float_cell(strategy: Strategy, width: int, binary: bool) -> CellRewrite:
+    fmt = "!f" if width == 4 else "!d"
+
+    def rewrite(cell: bytes | None) -> bytes | None:
+        if cell is None:
+            return None
+        original = str(struct.unpack(fmt, cell)[0]) if binary else cell.decode()
+        n = strategy.mask_number(original)
+        if n is None:
+            return None
+        return struct.pack(fmt, float(n)) if binary else str(float(n)).encode()
+    return rewrite
+
+
+def _numeric_cell(strategy: Strategy, binary: bool) -> CellRewrite:
+    def rewrite(cell: bytes | None) -> bytes | None:
+        if cell is None:
+            return None
+        if binary:
+            return b"\x00" * 8  # ndigits 0, weight 0, sign +, dscale 0: the numeric zero
+        n = strategy.mask_number(cell.decode())
+        return None if n is None else str(n).encode()
+    return rewrite
+
+
+def _uuid_cell(strategy: Strategy, binary: bool) -> CellRewrite:
+    def rewrite(cell: bytes | None) -> bytes | None:
+        if cell is None:
+            return None
+        original = cell.hex() if binary else cell.decode()
+        digest = (hmac.new(strategy.key, original.encode(), hashlib.sha256).digest()[:16]
+                  if strategy.name in ("hash", "fake") else bytes(16))
+        if binary:
+            return digest
+        h = digest.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+    return rewrite
