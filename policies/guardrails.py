@@ -14,6 +14,7 @@ from typing import Any
 
 from policies.catalog import Catalog
 from policies.facts import Call, Facts, Name, Write, kind_words
+from policies.masking import MaskingConfigError, MaskingPolicy, parse_masking
 
 RULE_KINDS = ("ddl", "unbounded_write", "protected_tables", "multi_statement", "file_access",
               "privileges", "code", "read_only", "functions", "schemas", "tables")
@@ -124,6 +125,7 @@ class Profile:
     read_only: bool = False
     statement_timeout_ms: int | None = None
     description: str = ""
+    masking: MaskingPolicy | None = None
 
     def of(self, kind: str) -> list[Rule]:
         return [r for r in self.rules if r.kind == kind]
@@ -534,7 +536,7 @@ def parse_profiles(data: Mapping[str, Any], prefix: str = "") -> dict[str, Profi
 def _profile(name: str, table: Any, key: str) -> Profile:
     if not isinstance(table, dict):
         raise PolicyError(key, "must be a table")
-    known = {"description", "read_only", "statement_timeout", "rule"}
+    known = {"description", "read_only", "statement_timeout", "rule", "masking"}
     for k in table:
         if k not in known:
             raise PolicyError(f"{key}.{k}", "unknown key")
@@ -559,7 +561,13 @@ def _profile(name: str, table: Any, key: str) -> Profile:
     description = table.get("description", "")
     if not isinstance(description, str):
         raise PolicyError(f"{key}.description", "must be a string")
-    return Profile(name, tuple(rules), read_only, timeout_ms, description)
+    masking = None
+    if "masking" in table:
+        try:
+            masking = parse_masking(table["masking"], f"{key}.masking")
+        except MaskingConfigError as exc:
+            raise PolicyError(exc.key, exc.problem) from None
+    return Profile(name, tuple(rules), read_only, timeout_ms, description, masking)
 
 
 _RULE_KEYS: dict[str, set[str]] = {

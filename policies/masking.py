@@ -14,9 +14,11 @@ import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Literal
 
 from policies.decision import CellRewrite, Column
+from policies.detectors import DETECTORS
 
 StrategyName = Literal["null", "redact", "partial", "email", "hash", "fake"]
 STRATEGIES: tuple[StrategyName, ...] = ("null", "redact", "partial", "email", "hash", "fake")
@@ -239,3 +241,127 @@ def _uuid_cell(strategy: Strategy, binary: bool) -> CellRewrite:
         h = digest.hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
     return rewrite
+
+
+# -- what a profile masks -----------------------------------------------------------------------
+
+class MaskingConfigError(ValueError):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ColumnPattern:
+    """``schema.table.column``; any part may be ``*`` or hold ``*``/``?`` globs."""
+
+    schema: str
+    table: str
+    column: str
+
+    def matches(self, schema: str, table: str, column: str) -> bool:
+        return fnmatchcase(schema, self.schema) and fnmatchcase(table, self.table) \
+            and fnmatchcase(column, self.column)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    columns: tuple[ColumnPattern, ...]
+    strategy: Strategy
+
+
+@dataclass(frozen=True)
+class MaskingPolicy:
+    """A profile's masking: listed columns with their strategies, the strategy for a column
+    that inherits PII through an expression, what to do when lineage is unknown, and the
+    content detectors to run on every text cell. The HMAC key is named here (env or file)
+    and resolved by the proxy."""
+
+    rules: tuple[MaskRule, ...] = ()
+    default: Strategy = Strategy("redact")
+    on_unresolved: Literal["mask", "refuse"] = "mask"
+    detectors: tuple[str, ...] = ()
+    key_env: str | None = None
+    key_file: str | None = None
+
+    def strategy_for(self, schema: str, table: str, column: str) -> Strategy | None:
+        for rule in self.rules:
+            if any(p.matches(schema, table, column) for p in rule.columns):
+                return rule.strategy
+        return None
+
+
+def parse_masking(raw: object, key: str) -> MaskingPolicy:
+    """A profile's ``masking`` table; every error names its key."""
+    if not isinstance(raw, dict):
+        raise MaskingConfigError(key, "must be a table")
+    known = {"default_strategy", "on_unresolved", "detectors", "key_env", "key_file",
+             "column"}
+    for k in raw:
+        if k not in known:
+            raise MaskingConfigError(f"{key}.{k}", "unknown key")
+    default = _strategy(raw.get("default_strategy", "redact"), {}, f"{key}.default_strategy")
+    on_unresolved = raw.get("on_unresolved", "mask")
+    if on_unresolved not in ("mask", "refuse"):
+        raise MaskingConfigError(f"{key}.on_unresolved", 'must be "mask" or "refuse"')
+    detectors = raw.get("detectors", [])
+    if not isinstance(detectors, list) or any(d not in DETECTORS for d in detectors):
+        raise MaskingConfigError(f"{key}.detectors",
+                                 f"must be a list of: {', '.join(DETECTORS)}")
+    key_env, key_file = raw.get("key_env"), raw.get("key_file")
+    for k, v in (("key_env", key_env), ("key_file", key_file)):
+        if v is not None and not (isinstance(v, str) and v):
+            raise MaskingConfigError(f"{key}.{k}", "must be a non-empty string")
+    if key_env and key_file:
+        raise MaskingConfigError(f"{key}.key_file", "give only one of key_env, key_file")
+    rules = []
+    raw_rules = raw.get("column", [])
+    if not isinstance(raw_rules, list):
+        raise MaskingConfigError(f"{key}.column", "must be an array of tables ([[...column]])")
+    for i, r in enumerate(raw_rules):
+        rk = f"{key}.column[{i}]"
+        if not isinstance(r, dict):
+            raise MaskingConfigError(rk, "must be a table")
+        for k in r:
+            if k not in ("columns", "strategy", "token", "keep_first", "keep_last"):
+                raise MaskingConfigError(f"{rk}.{k}", "unknown key")
+        cols = r.get("columns")
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+            raise MaskingConfigError(f"{rk}.columns", "must be a non-empty list of "
+                                     "\"schema.table.column\" patterns")
+        patterns = []
+        for c in cols:
+            parts = c.split(".")
+            if len(parts) != 3 or not all(parts):
+                raise MaskingConfigError(f"{rk}.columns", f"{c!r} is not schema.table.column "
+                                         "(use * for any part)")
+            patterns.append(ColumnPattern(*parts))
+        strategy = _strategy(r.get("strategy", default.name), r, rk)
+        rules.append(MaskRule(tuple(patterns), strategy))
+    needs_key = any(r.strategy.name in ("hash", "fake") for r in rules) \
+        or default.name in ("hash", "fake")
+    if needs_key and not (key_env or key_file):
+        raise MaskingConfigError(f"{key}.key_env", "hash and fake strategies need a key: "
+                                 "key_env or key_file")
+    return MaskingPolicy(tuple(rules), default, on_unresolved, tuple(detectors), key_env,
+                         key_file)
+
+
+def _strategy(name: object, params: dict[str, object], key: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise MaskingConfigError(f"{key}.strategy" if not key.endswith("strategy") else key,
+                                 f"must be one of {', '.join(STRATEGIES)}")
+    token = params.get("token", "****")
+    keep_first, keep_last = params.get("keep_first", 0), params.get("keep_last", 0)
+    if not isinstance(token, str):
+        raise MaskingConfigError(f"{key}.token", "must be a string")
+    for k, v in (("keep_first", keep_first), ("keep_last", keep_last)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise MaskingConfigError(f"{key}.{k}", "must be a whole number >= 0")
+    assert isinstance(keep_first, int) and isinstance(keep_last, int)
+    return Strategy(name, token=token, keep_first=keep_first,  # type: ignore[arg-type]
+                    keep_last=keep_last)
