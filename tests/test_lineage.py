@@ -1,0 +1,87 @@
+"""Column lineage on pglast's tree: what each output column may carry, through aliases,
+expressions, subqueries, CTEs, joins, set operations and whole-row references."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.facts import Name
+from policies.lineage import UNRESOLVED, Source, lineage
+
+TABLES = {
+    ("public", "customers"): ["id", "full_name", "email", "ssn"],
+    ("public", "orders"): ["id", "customer_id", "total"],
+}
+
+
+def resolve(name: Name) -> tuple[Name, list[str]] | None:
+    schema = name.schema or "public"
+    cols = TABLES.get((schema, name.name))
+    return (Name(schema, name.name), cols) if cols is not None else None
+
+
+EMAIL = Source("public", "customers", "email")
+SSN = Source("public", "customers", "ssn")
+
+
+def carries(sql: str) -> list[frozenset[Source]]:
+    return [o.sources for o in lineage(sql, resolve)]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT email FROM customers",
+    "SELECT email AS e FROM customers",
+    "SELECT c.email FROM customers c",
+    "SELECT upper(email) FROM customers",
+    "SELECT reverse(lower(c.email)) FROM customers c",
+    "SELECT email::varchar(10) FROM customers",
+    "SELECT 'x' || email || 'y' FROM customers",
+    "SELECT encode(convert_to(email, 'UTF8'), 'base64') FROM customers",
+    "SELECT substr(email, 1, 3) FROM customers",
+    "SELECT string_agg(email, ',') FROM customers",
+    "SELECT max(email) FROM customers GROUP BY id",
+    "SELECT CASE WHEN id > 1 THEN email ELSE 'n/a' END FROM customers",
+    "SELECT json_build_object('e', email) FROM customers",
+    "SELECT row_to_json(c) FROM customers c",
+    "SELECT c::text FROM customers c",
+    "SELECT (SELECT email FROM customers LIMIT 1)",
+    "SELECT e FROM (SELECT email AS e FROM customers) s",
+    "SELECT x FROM (SELECT email FROM customers) s(x)",
+    "WITH m AS (SELECT email FROM customers) SELECT email FROM m",
+    "WITH m(addr) AS (SELECT email FROM customers) SELECT addr FROM m",
+    "SELECT full_name FROM customers UNION SELECT email FROM customers",
+    "SELECT o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id",
+    "SELECT ARRAY(SELECT email FROM customers)",
+    "SELECT v FROM customers c, LATERAL (SELECT c.email AS v) l",
+    "WITH RECURSIVE r(a, b) AS (SELECT id::text, full_name FROM customers UNION ALL "
+    "SELECT b, email FROM r, customers) SELECT a FROM r",
+])
+def test_masked_source_is_carried(sql: str) -> None:
+    outs = carries(sql)
+    assert any(EMAIL in s for s in outs), (sql, outs)
+
+
+def test_star_expands_every_column_in_order() -> None:
+    outs = lineage("SELECT * FROM customers", resolve)
+    assert [o.name for o in outs] == ["id", "full_name", "email", "ssn"]
+    assert outs[2].sources == {EMAIL}
+    joined = lineage("SELECT o.*, c.ssn FROM orders o JOIN customers c ON c.id = o.customer_id",
+                     resolve)
+    assert [o.name for o in joined] == ["id", "customer_id", "total", "ssn"]
+    assert joined[3].sources == {SSN} and joined[2].sources == {
+        Source("public", "orders", "total")}
+
+
+def test_filtering_on_a_masked_column_does_not_taint_other_outputs() -> None:
+    outs = carries("SELECT id, full_name FROM customers WHERE email = 'x' ORDER BY ssn")
+    assert all(EMAIL not in s and SSN not in s for s in outs)
+    exists = carries("SELECT id FROM customers c WHERE EXISTS "
+                     "(SELECT 1 FROM customers d WHERE d.email = c.email)")
+    assert exists == [frozenset({Source("public", "customers", "id")})]
+
+
+def test_what_cannot_be_traced_is_unresolved() -> None:
+    assert UNRESOLVED in carries("SELECT * FROM unknown_table")[0]
+    assert UNRESOLVED in carries("SELECT x FROM generate_series(1, 3) x")[0]
+    assert UNRESOLVED in carries("SELECT nosuchcolumn FROM customers")[0]
+    assert carries("SELECT 1, 'a'") == [frozenset(), frozenset()]
