@@ -12,7 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pglast.parser import ParseError
+
 from policies.facts import Name
+from policies.lineage import UNRESOLVED, Resolver, Sources, lineage, table_columns
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
@@ -25,6 +28,8 @@ class RelationInfo:
     kind: str = "r"
     bases: tuple[Name, ...] = ()   # for views: the relations the view reads (one level)
     parents: tuple[Name, ...] = ()  # partition parent / inheritance parents (pg_inherits)
+    columns: tuple[str, ...] = ()   # column names in order (for lineage)
+    definition: str | None = None   # views: the query, as pg_get_viewdef prints it
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,8 @@ class Catalog:
         return json.dumps({
             "relations": [[r.name.schema, r.name.name, r.kind,
                            [[b.schema, b.name] for b in r.bases],
-                           [[p.schema, p.name] for p in r.parents]]
+                           [[p.schema, p.name] for p in r.parents],
+                           list(r.columns), r.definition]
                           for r in self.relations.values()],
             "routines": [[p.name.schema, p.name.name, p.oid, p.volatility, p.kind]
                          for ps in self.routines.values() for p in ps],
@@ -93,7 +99,9 @@ class Catalog:
     def from_json(cls, text: str) -> Catalog:
         data: dict[str, Any] = json.loads(text)
         rels = [RelationInfo(Name(r[0], r[1]), r[2], tuple(Name(bs, bn) for bs, bn in r[3]),
-                             tuple(Name(ps, pn) for ps, pn in (r[4] if len(r) > 4 else ())))
+                             tuple(Name(ps, pn) for ps, pn in (r[4] if len(r) > 4 else ())),
+                             tuple(r[5]) if len(r) > 5 else (),
+                             r[6] if len(r) > 6 else None)
                 for r in data.get("relations", [])]
         procs = [RoutineInfo(Name(s, n), oid, vol, kind)
                  for s, n, oid, vol, kind in data.get("routines", [])]
@@ -163,6 +171,40 @@ class Catalog:
                     out.add(r)
                     stack.append(r)
         return out
+
+    def lineage_resolver(self, path: Sequence[str]) -> Resolver:
+        """Relation columns for column lineage: a table's columns carry themselves, a view's
+        carry its definition's lineage (views over views expanded; a cycle or a definition
+        that does not parse is UNRESOLVED)."""
+        memo = self.__dict__.setdefault("_lineage_memo", {})
+        busy: set[Name] = set()
+
+        def resolve(name: Name) -> list[tuple[str, Sources]] | None:
+            rel = self.resolve_relation(name, path)
+            if rel is None:
+                return None
+            if rel.name in memo:
+                return list(memo[rel.name])
+            if rel.definition is None or rel.kind not in ("v", "m"):
+                cols = table_columns(rel.name, list(rel.columns))
+            elif rel.name in busy:
+                return None
+            else:
+                busy.add(rel.name)
+                try:
+                    # a view's own names resolve under its schema first, then pg_catalog
+                    inner = self.lineage_resolver([rel.name.schema or "public", *path])
+                    outs = lineage(rel.definition, inner)
+                    cols = [(rel.columns[i] if i < len(rel.columns) else o.name, o.sources)
+                            for i, o in enumerate(outs)]
+                except (ParseError, ValueError):  # a definition we cannot read: unknown
+                    cols = [(c, frozenset({UNRESOLVED})) for c in rel.columns]
+                finally:
+                    busy.discard(rel.name)
+            memo[rel.name] = tuple(cols)
+            return cols
+
+        return resolve
 
     def routines_named(self, name: Name, path: Sequence[str]) -> list[RoutineInfo]:
         """All overloads the call may resolve to (argument types are not matched: every

@@ -33,8 +33,10 @@ class Source:
 UNRESOLVED = Source("?", "?", "?")
 Sources = frozenset[Source]
 
-# Resolves a relation name (as written) to its qualified name and column names, or None.
-Resolver = Callable[[Name], tuple[Name, list[str]] | None]
+# Resolves a relation name (as written) to its columns, in order, each with the source
+# columns it carries (a table's column carries itself; a view's, its definition's lineage);
+# None when the relation is unknown.
+Resolver = Callable[[Name], list[tuple[str, Sources]] | None]
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,12 @@ def _table(rv: ast.RangeVar, resolve: Resolver) -> _Rel:
     found = resolve(Name(rv.schemaname, rv.relname or ""))
     if found is None:
         return _Rel([], opaque=True)
-    name, columns = found
-    return _Rel([(c, frozenset({Source(name.schema or "", name.name, c)})) for c in columns])
+    return _Rel(list(found))
+
+
+def table_columns(name: Name, columns: list[str]) -> list[tuple[str, Sources]]:
+    """A stored table's columns for a ``Resolver``: each carries itself."""
+    return [(c, frozenset({Source(name.schema or "", name.name, c)})) for c in columns]
 
 
 def _renamed(rel: _Rel, alias: Any) -> _Rel:

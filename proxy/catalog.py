@@ -117,6 +117,26 @@ _KIND_OLD = "CASE WHEN p.proisagg THEN 'a' WHEN p.proiswindow THEN 'w' ELSE 'f' 
 
 _SCHEMAS = "SELECT nspname FROM pg_catalog.pg_namespace"
 
+# Columns of every table-like relation, in order, for column lineage.
+_COLUMNS = """
+SELECT n.nspname, c.relname, a.attname
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname <> 'pg_toast' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+ORDER BY c.oid, a.attnum
+"""
+
+# View definitions, so the lineage of a view's columns is its query's.
+_VIEW_DEFINITIONS = """
+SELECT n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm')
+"""
+
 # Partitions and inheritance children share rows with their parents: protecting one protects
 # the family.
 _PARENTS = """
@@ -147,6 +167,8 @@ def catalog_query(server_major: int) -> str:
         _ROUTINES.format(kind=kind).strip(),
         _SCHEMAS,
         _PARENTS.strip(),
+        _COLUMNS.strip(),
+        _VIEW_DEFINITIONS.strip(),
         "COMMIT",
     ])
 
@@ -232,9 +254,14 @@ async def _run_query(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 def _catalog_from_rows(results: list[list[Row]], version: int) -> Catalog:
-    if len(results) != 6:
-        raise CatalogError(f"expected 6 result sets from the catalog query, got {len(results)}")
-    path_rows, rel_rows, base_rows, proc_rows, schema_rows, parent_rows = results
+    if len(results) != 8:
+        raise CatalogError(f"expected 8 result sets from the catalog query, got {len(results)}")
+    (path_rows, rel_rows, base_rows, proc_rows, schema_rows, parent_rows, column_rows,
+     definition_rows) = results
+    columns: dict[Name, list[str]] = {}
+    for cs, cn, col in column_rows:
+        columns.setdefault(Name(cs, cn or ""), []).append(col or "")
+    definitions = {Name(vs, vn or ""): d for vs, vn, d in definition_rows if d}
     search_path = path_rows[0][0] if path_rows and path_rows[0][0] else '"$user", public'
     bases: dict[Name, list[Name]] = {}
     for vs, vn, bs, bn in base_rows:
@@ -246,7 +273,8 @@ def _catalog_from_rows(results: list[list[Row]], version: int) -> Catalog:
     for schema, name, kind in rel_rows:
         key = Name(schema, name or "")
         relations.append(RelationInfo(key, kind or "r", tuple(bases.get(key, ())),
-                                      tuple(parents.get(key, ()))))
+                                      tuple(parents.get(key, ())),
+                                      tuple(columns.get(key, ())), definitions.get(key)))
     routines = [RoutineInfo(Name(schema, name or ""), int(oid or 0), vol or "v", kind or "f")
                 for oid, schema, name, vol, kind in proc_rows]
     schemas = [s for (s,) in schema_rows if s]

@@ -3,10 +3,16 @@ expressions, subqueries, CTEs, joins, set operations and whole-row references.""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
+import psycopg
 import pytest
 
 from policies.facts import Name
-from policies.lineage import UNRESOLVED, Source, lineage
+from policies.lineage import UNRESOLVED, Source, lineage, table_columns
+from proxy.catalog import load_catalog
+from tests.conftest import PgTarget, make_config
 
 TABLES = {
     ("public", "customers"): ["id", "full_name", "email", "ssn"],
@@ -14,10 +20,13 @@ TABLES = {
 }
 
 
-def resolve(name: Name) -> tuple[Name, list[str]] | None:
+def resolve(name: Name) -> list[tuple[str, frozenset[Source]]] | None:
     schema = name.schema or "public"
     cols = TABLES.get((schema, name.name))
-    return (Name(schema, name.name), cols) if cols is not None else None
+    if name.name == "v_contacts":  # a view: SELECT id, lower(email) AS contact FROM customers
+        return [(o.name, o.sources) for o in lineage(
+            "SELECT id, lower(email) AS contact FROM customers", resolve)]
+    return table_columns(Name(schema, name.name), cols) if cols is not None else None
 
 
 EMAIL = Source("public", "customers", "email")
@@ -52,6 +61,8 @@ def carries(sql: str) -> list[frozenset[Source]]:
     "SELECT full_name FROM customers UNION SELECT email FROM customers",
     "SELECT o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id",
     "SELECT ARRAY(SELECT email FROM customers)",
+    "SELECT contact FROM v_contacts",
+    "SELECT * FROM v_contacts",
     "SELECT v FROM customers c, LATERAL (SELECT c.email AS v) l",
     "WITH RECURSIVE r(a, b) AS (SELECT id::text, full_name FROM customers UNION ALL "
     "SELECT b, email FROM r, customers) SELECT a FROM r",
@@ -85,3 +96,30 @@ def test_what_cannot_be_traced_is_unresolved() -> None:
     assert UNRESOLVED in carries("SELECT x FROM generate_series(1, 3) x")[0]
     assert UNRESOLVED in carries("SELECT nosuchcolumn FROM customers")[0]
     assert carries("SELECT 1, 'a'") == [frozenset(), frozenset()]
+
+
+def test_views_in_a_real_catalog_are_expanded(pg: PgTarget) -> None:
+    """A view's column carries what its definition reads, through views over views, as the
+    server's own pg_get_viewdef prints them."""
+    schema = f"wg_lin_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.people (id int, email text, note text)")
+        conn.execute(f"CREATE VIEW {schema}.contacts AS "
+                     f"SELECT id, lower(email) AS contact, note FROM {schema}.people")
+        conn.execute(f"CREATE VIEW {schema}.contact_list AS "
+                     f"SELECT contact AS c, 'x' AS k FROM {schema}.contacts")
+    try:
+        cfg = make_config(pg)
+        assert cfg.postgres is not None
+        catalog = asyncio.run(load_catalog(cfg.postgres.databases["test"], 1))
+        resolve = catalog.lineage_resolver(["public"])
+        email = Source(schema, "people", "email")
+        outs = lineage(f"SELECT * FROM {schema}.contact_list", resolve)
+        assert [o.name for o in outs] == ["c", "k"]
+        assert outs[0].sources == {email} and outs[1].sources == frozenset()
+        direct = lineage(f"SELECT note FROM {schema}.contacts", resolve)
+        assert direct[0].sources == {Source(schema, "people", "note")}
+    finally:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
