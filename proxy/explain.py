@@ -13,10 +13,13 @@ import sys
 import tomllib
 from pathlib import Path
 
+from pglast.parser import ParseError
+
 from policies.catalog import Catalog
 from policies.facts import Facts, Name, Unparseable
 from policies.guard import split_search_path
 from policies.guardrails import Context, Guardrails, PolicyError, Profile, parse_profiles
+from policies.lineage import UNRESOLVED, lineage
 from policies.statements import analyze
 from proxy.catalog import CatalogError, load_catalog, load_snapshot, save_snapshot
 from proxy.config import Config, ConfigError, Upstream, load_config
@@ -91,6 +94,9 @@ def explain_policy(args: argparse.Namespace) -> int:
         print(f"statement {i}: {f.text}")
         for line in describe(f, ctx):
             print(f"  {line}")
+        if f.kind == "SelectStmt" and catalog is not None:
+            for line in output_lineage(f.text, profile, catalog, ctx):
+                print(f"  {line}")
     refusal = Guardrails(profile).check(facts, ctx)
     if refusal is None:
         print("decision: ALLOWED")
@@ -125,6 +131,32 @@ def describe(f: Facts, ctx: Context) -> list[str]:
     for what in f.code:
         out.append(f"code:     {what}")
     return out
+
+
+def output_lineage(sql: str, profile: Profile, catalog: Catalog, ctx: Context) -> list[str]:
+    """Each output column, the source columns it may carry, and how it would be masked."""
+    try:
+        outputs = lineage(sql, catalog.lineage_resolver(ctx.path()))
+    except (ParseError, ValueError):
+        return ["output:   lineage unavailable"]
+    lines = []
+    masking = profile.masking
+    for o in outputs:
+        sources = ", ".join(str(s) if s != UNRESOLVED else "(unresolved)"
+                            for s in sorted(o.sources)) or "(constants only)"
+        verdict = ""
+        if masking is not None:
+            strategies = [masking.strategy_for(s.schema, s.table, s.column)
+                          for s in o.sources if s != UNRESOLVED]
+            chosen = [st for st in strategies if st is not None]
+            if not o.resolved:
+                verdict = f"  → {masking.on_unresolved} (lineage unresolved)"
+            elif len(chosen) == 1 and len(o.sources) == 1:
+                verdict = f"  → masked: {chosen[0].name}"
+            elif chosen:
+                verdict = f"  → masked: {masking.default.name} (derived)"
+        lines.append(f"output:   {o.name} ← {sources}{verdict}")
+    return lines
 
 
 def _resolved(name: Name, ctx: Context) -> str:

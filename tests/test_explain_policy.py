@@ -85,3 +85,24 @@ def test_check_config_names_the_policy_key(tmp_path: Path, pg: PgTarget) -> None
     policy.write_text('[profiles.p]\n[[profiles.p.rule]]\nid = "x"\nkind = "ddl"\n')
     good = wiregate("check-config", str(path))
     assert good.returncode == 0 and "profile p: x (ddl)" in good.stdout
+
+
+def test_output_columns_show_their_lineage_and_masking(config: Path, tmp_path: Path,
+                                                       pg: PgTarget) -> None:
+    table = f"wg_explain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int, email text)")
+    try:
+        snap = tmp_path / "catalog.json"
+        assert wiregate("catalog-snapshot", "-c", str(config), "-o", str(snap)).returncode == 0
+        policy = tmp_path / "masking.toml"
+        policy.write_text(f'[profiles.agent.masking]\n[[profiles.agent.masking.column]]\n'
+                          f'columns = ["public.{table}.email"]\nstrategy = "email"\n')
+        out = wiregate("explain-policy", "--policy", str(policy), "-p", "agent", "--catalog",
+                       str(snap), f"SELECT id, lower(email) AS e FROM {table}")
+        assert out.returncode == 0, out.stderr
+        assert f"output:   id ← public.{table}.id\n" in out.stdout
+        assert f"output:   e ← public.{table}.email  → masked: email" in out.stdout
+    finally:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")
