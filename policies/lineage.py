@@ -31,6 +31,9 @@ class Source:
 
 
 UNRESOLVED = Source("?", "?", "?")
+# Marks a value computed from its sources rather than one of them as stored (lower(email),
+# email || '', max(email), a JSON document holding it): masked whole, by the default strategy.
+DERIVED = Source("", "", "(derived)")
 Sources = frozenset[Source]
 
 # Resolves a relation name (as written) to its columns, in order, each with the source
@@ -47,6 +50,15 @@ class Output:
     @property
     def resolved(self) -> bool:
         return UNRESOLVED not in self.sources
+
+    @property
+    def derived(self) -> bool:
+        return DERIVED in self.sources
+
+    @property
+    def columns(self) -> list[Source]:
+        """The stored columns it may carry (markers left out)."""
+        return sorted(s for s in self.sources if s not in (UNRESOLVED, DERIVED))
 
 
 @dataclass
@@ -119,7 +131,10 @@ def _select(stmt: ast.SelectStmt, outer: _Scope, resolve: Resolver) -> list[Outp
         if isinstance(val, ast.ColumnRef) and isinstance((val.fields or ())[-1], ast.A_Star):
             out.extend(_star(val, scope))
             continue
-        out.append(Output(target.name or _default_name(val), _expr(val, scope, resolve)))
+        sources = _expr(val, scope, resolve)
+        if sources and not isinstance(val, ast.ColumnRef):
+            sources = sources | {DERIVED}
+        out.append(Output(target.name or _default_name(val), sources))
     return out
 
 

@@ -19,7 +19,7 @@ from policies.catalog import Catalog
 from policies.facts import Facts, Name, Unparseable
 from policies.guard import split_search_path
 from policies.guardrails import Context, Guardrails, PolicyError, Profile, parse_profiles
-from policies.lineage import UNRESOLVED, lineage
+from policies.lineage import lineage
 from policies.statements import analyze
 from proxy.catalog import CatalogError, load_catalog, load_snapshot, save_snapshot
 from proxy.config import Config, ConfigError, Upstream, load_config
@@ -142,19 +142,22 @@ def output_lineage(sql: str, profile: Profile, catalog: Catalog, ctx: Context) -
     lines = []
     masking = profile.masking
     for o in outputs:
-        sources = ", ".join(str(s) if s != UNRESOLVED else "(unresolved)"
-                            for s in sorted(o.sources)) or "(constants only)"
+        sources = ", ".join(str(c) for c in o.columns)
+        if not o.resolved:
+            sources = f"{sources}, (unresolved)" if sources else "(unresolved)"
+        sources = sources or "(constants only)"
+        if o.derived:
+            sources += " (derived)"
         verdict = ""
         if masking is not None:
-            strategies = [masking.strategy_for(s.schema, s.table, s.column)
-                          for s in o.sources if s != UNRESOLVED]
-            chosen = [st for st in strategies if st is not None]
+            chosen = [st for st in (masking.strategy_for(c.schema, c.table, c.column)
+                                    for c in o.columns) if st is not None]
             if not o.resolved:
                 verdict = f"  → {masking.on_unresolved} (lineage unresolved)"
-            elif len(chosen) == 1 and len(o.sources) == 1:
+            elif chosen and not o.derived and len(o.columns) == 1:
                 verdict = f"  → masked: {chosen[0].name}"
             elif chosen:
-                verdict = f"  → masked: {masking.default.name} (derived)"
+                verdict = f"  → masked whole: {masking.default.name}"
         lines.append(f"output:   {o.name} ← {sources}{verdict}")
     return lines
 

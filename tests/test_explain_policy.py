@@ -102,7 +102,11 @@ def test_output_columns_show_their_lineage_and_masking(config: Path, tmp_path: P
                        str(snap), f"SELECT id, lower(email) AS e FROM {table}")
         assert out.returncode == 0, out.stderr
         assert f"output:   id ← public.{table}.id\n" in out.stdout
-        assert f"output:   e ← public.{table}.email  → masked: email" in out.stdout
+        assert f"output:   e ← public.{table}.email (derived)  → masked whole: redact" \
+            in out.stdout
+        direct = wiregate("explain-policy", "--policy", str(policy), "-p", "agent",
+                          "--catalog", str(snap), f"SELECT email FROM {table}")
+        assert f"output:   email ← public.{table}.email  → masked: email" in direct.stdout
     finally:
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
             conn.execute(f"DROP TABLE {table}")

@@ -72,6 +72,16 @@ def test_masked_source_is_carried(sql: str) -> None:
     assert any(EMAIL in s for s in outs), (sql, outs)
 
 
+def test_direct_references_are_told_from_derived_values() -> None:
+    direct, derived, const = lineage("SELECT c.email, upper(email), 1 FROM customers c",
+                                     resolve)
+    assert not direct.derived and direct.columns == [EMAIL]
+    assert derived.derived and derived.columns == [EMAIL]
+    assert not const.derived and const.columns == []
+    (through,) = lineage("SELECT e FROM (SELECT lower(email) AS e FROM customers) s", resolve)
+    assert through.derived
+
+
 def test_star_expands_every_column_in_order() -> None:
     outs = lineage("SELECT * FROM customers", resolve)
     assert [o.name for o in outs] == ["id", "full_name", "email", "ssn"]
@@ -117,7 +127,8 @@ def test_views_in_a_real_catalog_are_expanded(pg: PgTarget) -> None:
         email = Source(schema, "people", "email")
         outs = lineage(f"SELECT * FROM {schema}.contact_list", resolve)
         assert [o.name for o in outs] == ["c", "k"]
-        assert outs[0].sources == {email} and outs[1].sources == frozenset()
+        assert outs[0].columns == [email] and outs[0].derived   # lower(email) in the view
+        assert outs[1].sources == frozenset()
         direct = lineage(f"SELECT note FROM {schema}.contacts", resolve)
         assert direct[0].sources == {Source(schema, "people", "note")}
     finally:
