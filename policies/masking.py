@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Literal
 
 from policies.decision import CellRewrite, Column
 from policies.detectors import DETECTORS
+from policies.lineage import Output
 
 StrategyName = Literal["null", "redact", "partial", "email", "hash", "fake"]
 STRATEGIES: tuple[StrategyName, ...] = ("null", "redact", "partial", "email", "hash", "fake")
@@ -365,3 +366,42 @@ def _strategy(name: object, params: dict[str, object], key: str) -> Strategy:
     assert isinstance(keep_first, int) and isinstance(keep_last, int)
     return Strategy(name, token=token, keep_first=keep_first,  # type: ignore[arg-type]
                     keep_last=keep_last)
+
+
+# -- one statement's result ---------------------------------------------------------------------
+
+class MaskTransform:
+    """The result transform of one statement: per output position, the strategy its lineage
+    calls for. A result whose shape does not match the lineage (a different column count) is
+    masked whole by the default strategy: the plan never guesses which column is which."""
+
+    def __init__(self, plan: list[Strategy | None], default: Strategy) -> None:
+        self.positions = plan
+        self.default = default
+
+    @classmethod
+    def for_outputs(cls, outputs: list[Output], masking: MaskingPolicy,
+                    key: bytes) -> MaskTransform | None:
+        """None when nothing in the result needs masking (rows then pass untouched)."""
+        default = replace(masking.default, key=key)
+        plan: list[Strategy | None] = []
+        for o in outputs:
+            chosen = [s for s in (masking.strategy_for(c.schema, c.table, c.column)
+                                  for c in o.columns) if s is not None]
+            if not o.resolved:
+                plan.append(default)           # on_unresolved = "refuse" is the policy's call
+            elif chosen and not o.derived and len(o.columns) == 1:
+                plan.append(replace(chosen[0], key=key))
+            elif chosen:
+                plan.append(default)           # derived from a masked column: masked whole
+            else:
+                plan.append(None)
+        if not any(plan):
+            return None
+        return cls(plan, default)
+
+    def plan(self, columns: Sequence[Column]) -> dict[int, CellRewrite]:
+        if len(columns) != len(self.positions):
+            return {c.index: cell_rewrite(self.default, c) for c in columns}
+        return {c.index: cell_rewrite(s, c)
+                for c, s in zip(columns, self.positions, strict=True) if s is not None}
