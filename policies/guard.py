@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from pglast import parse_sql
 from pglast.parser import ParseError, normalize
 
 from policies import mysql_statements, statements
 from policies.catalog import Catalog
-from policies.decision import ALLOW, Decision, Deny, Hold, SessionInfo, Statement
-from policies.facts import Call, Facts, Setting, Unparseable
+from policies.decision import ALLOW, Allow, Decision, Deny, Hold, SessionInfo, Statement
+from policies.facts import Call, Facts, Name, Setting, Unparseable
 from policies.guardrails import Context, Guardrails, Profile, Refusal
+from policies.lineage import lineage
+from policies.masking import MaskingPolicy, MaskTransform
 
 CACHE_SIZE = 4096
 MAX_PREPARED_REJUDGE = 1000
@@ -87,9 +90,29 @@ class _Verdict:
     writes: bool = False                  # kept as a prepared statement, it would write
     prepared: tuple[str, ...] = ()        # SQL PREPARE names
     deallocated: tuple[str, ...] = ()     # DEALLOCATE / DISCARD ALL ("*")
+    transform: MaskTransform | None = None  # masking of the rows the statement returns
 
 
 _PLAIN_ALLOW = _Verdict(None, (), False)
+
+
+MASKING_RULE = "wiregate.masking"
+
+
+def _returns_rows(sql: str, facts: list[Facts]) -> bool:
+    """Whether a statement other than a plain SELECT hands rows back: RETURNING, or a string
+    of several statements (their results cannot be told apart by the transform)."""
+    if len(facts) != 1:
+        return True
+    try:
+        stmts = parse_sql(sql)
+    except ParseError:
+        return True
+    for raw in stmts:
+        for node in statements.walk(raw.stmt):   # writable CTEs return rows too
+            if getattr(node, "returningClause", None) or getattr(node, "returningList", None):
+                return True
+    return False
 
 
 class StartupRefused(Exception):
@@ -103,11 +126,14 @@ class StartupRefused(Exception):
 class GuardPolicy:
     """Guardrails for every statement of every session, per the session's profile."""
 
-    tracks_results = False
-
     def __init__(self, profiles: Mapping[str, Profile], profile_for: Callable[[SessionInfo], str],
-                 catalogs: CatalogSource | None = None, dialect: str = "postgres") -> None:
+                 catalogs: CatalogSource | None = None, dialect: str = "postgres",
+                 mask_keys: Mapping[str, bytes] | None = None) -> None:
         self.profiles = dict(profiles)
+        self.mask_keys = dict(mask_keys or {})
+        # Result rows are looked at only when some profile masks: otherwise the relay stays
+        # in its pass-through mode.
+        self.tracks_results = any(p.masking is not None for p in self.profiles.values())
         self.profile_for = profile_for
         self.catalogs = catalogs or NoCatalog()
         self.dialect = dialect
@@ -276,6 +302,12 @@ class GuardPolicy:
             _remember(self._exact, exact_key, verdict)
             return verdict
         verdict = self.verdict(facts, state.guard, ctx)
+        if verdict.refusal is None and state.profile.masking is not None:
+            masked = self._masking(sql, facts, state, ctx)
+            if isinstance(masked, Refusal):
+                verdict = _Verdict(masked, (), False)
+            elif masked is not None:
+                verdict = replace(verdict, transform=masked)
         _remember(self._exact, exact_key, verdict)
         if normal_key is not None and not any(f.literal_sensitive for f in facts):
             _remember(self._normal, normal_key, verdict)
@@ -336,7 +368,56 @@ class GuardPolicy:
                 self._rekey(state)
         if verdict.changes_catalog:
             session.policy_state["ddl_pending"] = True
-        return ALLOW
+        return Allow(verdict.transform) if verdict.transform is not None else ALLOW
+
+    def _masking(self, sql: str, facts: list[Facts], state: _SessionState,
+                 ctx: Context) -> Refusal | MaskTransform | None:
+        """How the rows this statement returns are masked: a transform from the lineage of a
+        SELECT, or a refusal where rows carrying masked columns would leave by a way the
+        transform does not cover (cursors, COPY, RETURNING, several result sets)."""
+        masking = state.profile.masking
+        assert masking is not None
+        catalog = ctx.catalog
+        if catalog is None:
+            return Refusal(MASKING_RULE, "masking", "the catalog is not available to trace "
+                           "masked columns", missing=True)
+        if len(facts) == 1 and facts[0].kind == "SelectStmt" and not facts[0].writes:
+            try:
+                outputs = lineage(sql, catalog.lineage_resolver(ctx.path()))
+            except (ParseError, ValueError):
+                outputs = []
+            if masking.on_unresolved == "refuse" and any(not o.resolved for o in outputs):
+                return Refusal(MASKING_RULE, "masking", "the statement returns a column "
+                               "whose source cannot be traced",
+                               hint="Name the columns and tables you read.")
+            key = self.mask_keys.get(state.profile.name, b"")
+            return MaskTransform.for_outputs(outputs, masking, key)
+        touched = {n for f in facts for n in f.reads} | {w.target for f in facts
+                                                          for w in f.writes}
+        if not any(self._holds_masked(n, catalog, ctx, masking) for n in touched):
+            return None
+        kinds = {f.kind for f in facts}
+        if kinds <= {"SelectStmt", "ExplainStmt", "UpdateStmt", "DeleteStmt", "InsertStmt",
+                     "MergeStmt", "VariableShowStmt"} and not _returns_rows(sql, facts):
+            return None
+        return Refusal(MASKING_RULE, "masking", "rows holding masked columns would leave by "
+                       "a path Wiregate does not mask (a cursor, COPY, RETURNING, a prepared "
+                       "SQL statement or several statements in one string)",
+                       hint="Send one plain SELECT; masked columns come back masked.")
+
+    @staticmethod
+    def _holds_masked(name: Name, catalog: Catalog, ctx: Context,
+                      masking: MaskingPolicy) -> bool:
+        found = catalog.relation_candidates(name, ctx.path())
+        if not found:
+            return True  # unknown: it may hold anything (fail closed)
+        for rel in found:
+            for base in catalog.base_tables(rel) | {rel.name}:
+                info = catalog.relations.get(base)
+                for col in info.columns if info else ():
+                    if masking.strategy_for(base.schema or "", base.name, col) is not None:
+                        return True
+        return False
 
     def _rejudge_prepared(self, verdict: _Verdict, state: _SessionState,
                           session: SessionInfo) -> Deny | None:

@@ -150,6 +150,11 @@ def _children(node: Any) -> Iterator[Any]:
                     yield from (i for i in item if isinstance(i, ast.Node))
 
 
+def walk(node: Any) -> Iterator[Any]:
+    """Every node of a subtree, the root first."""
+    return _walk(node)
+
+
 def _walk(node: Any) -> Iterator[Any]:
     stack = [node]
     while stack:

@@ -130,6 +130,7 @@ class GuardrailsSettings:
     default_profile: str | None = None
     catalog_refresh: float = 300.0
     policy_file: str | None = None
+    mask_keys: dict[str, bytes] = field(default_factory=dict)  # profile → HMAC key
 
     def profile_for(self, upstream: Upstream) -> str:
         name = upstream.profile or self.default_profile
@@ -327,7 +328,21 @@ def _guardrails(table: Any) -> GuardrailsSettings:
                           f"(defined: {', '.join(sorted(profiles))})")
     refresh = _take(table, "catalog_refresh", p, float, 300.0)
     _positive(refresh, f"{p}.catalog_refresh")
-    return GuardrailsSettings(profiles, default, refresh, policy_file)
+    keys: dict[str, bytes] = {}
+    for name, prof in profiles.items():
+        m = prof.masking
+        if m is None or not (m.key_env or m.key_file):
+            continue
+        where = f"profiles.{name}.masking.{'key_env' if m.key_env else 'key_file'}"
+        secret = Secret(env=m.key_env, file=m.key_file, key=where.rsplit("_", 1)[0])
+        try:
+            value = secret.resolve()
+        except ConfigError as exc:
+            raise ConfigError(where, exc.problem) from None
+        if len(value) < 16:
+            raise ConfigError(where, "the masking key must be at least 16 characters")
+        keys[name] = value.encode()
+    return GuardrailsSettings(profiles, default, refresh, policy_file, keys)
 
 
 def parse_config(data: dict[str, Any], source: str = "") -> Config:

@@ -113,7 +113,8 @@ def guard_policy(config: Config, cache: CatalogCache,
     def profile_for(session: SessionInfo) -> str:
         return g.profile_for(routes[session.database])
 
-    return GuardPolicy(g.profiles, profile_for, RouteCatalogs(cache, routes, broadcast))
+    return GuardPolicy(g.profiles, profile_for, RouteCatalogs(cache, routes, broadcast),
+                       mask_keys=g.mask_keys)
 
 
 class Worker:

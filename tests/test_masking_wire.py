@@ -1,0 +1,133 @@
+"""Masking through real clients: masked columns come back masked in every format, derived
+values are masked whole, filtering on a masked column still works, and the paths the
+transform does not cover yet are refused rather than left open."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, PgTarget, client_dsn
+
+ROWS = [(1, "Jane Roe", "jane.roe@example.com", "078-05-1120", "4242424242424242"),
+        (2, "John Doe", "john.doe@example.org", "219-09-9999", "5555555555554444")]
+SECRETS: list[str] = [str(r[i]) for r in ROWS for i in (2, 3, 4)]
+
+
+@pytest.fixture
+def world(pg: PgTarget, proxy_factory: Any, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    schema = f"wg_mask_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.customers (id int PRIMARY KEY, full_name text, "
+                     "email text, ssn text, card text)")
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {schema}.customers VALUES (%s, %s, %s, %s, %s)",
+                            ROWS)
+        conn.execute(f"CREATE VIEW {schema}.contacts AS SELECT id, email FROM "
+                     f"{schema}.customers")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"""
+[profiles.agent]
+[[profiles.agent.rule]]
+id = "no-ddl"
+kind = "ddl"
+[profiles.agent.masking]
+default_strategy = "redact"
+[[profiles.agent.masking.column]]
+columns = ["{schema}.customers.email"]
+strategy = "email"
+[[profiles.agent.masking.column]]
+columns = ["{schema}.customers.card"]
+strategy = "partial"
+keep_last = 4
+[[profiles.agent.masking.column]]
+columns = ["{schema}.customers.ssn"]
+strategy = "redact"
+""")
+    proxy = proxy_factory(guardrails={"policy_file": str(policy)},
+                          upstream={"profile": "agent"})
+    yield schema, proxy.port
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def no_secret(rows: Any) -> None:
+    text = repr(rows)
+    secret: str
+    for secret in SECRETS:
+        for form in (secret, secret.upper(), secret[::-1]):
+            assert form not in text, (form, rows)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_select_star_is_masked_in_text_and_binary(world: tuple[str, int], binary: bool) -> None:
+    schema, port = world
+    with psycopg.connect(client_dsn(port)) as conn:
+        rows = conn.cursor(binary=binary).execute(
+            f"SELECT * FROM {schema}.customers ORDER BY id").fetchall()
+    assert rows[0] == (1, "Jane Roe", "j***@example.com", "****", "************4242")
+    no_secret(rows)
+
+
+def test_must_work_reads_and_derived_values(world: tuple[str, int]) -> None:
+    schema, port = world
+    with psycopg.connect(client_dsn(port)) as conn:
+        point = conn.execute(f"SELECT full_name FROM {schema}.customers WHERE email = %s",
+                             ("jane.roe@example.com",)).fetchall()
+        assert point == [("Jane Roe",)]
+        derived = conn.execute(f"SELECT upper(email), email || '', lower(ssn), "
+                               f"encode(convert_to(card, 'UTF8'), 'base64') "
+                               f"FROM {schema}.customers").fetchall()
+        assert all(cell == "****" for row in derived for cell in row)
+        through_view = conn.execute(f"SELECT email FROM {schema}.contacts ORDER BY id").fetchall()
+        assert through_view == [("j***@example.com",), ("j***@example.org",)]
+        sub = conn.execute(f"SELECT e FROM (SELECT email AS e FROM {schema}.customers) s "
+                           "ORDER BY 1").fetchall()
+        no_secret(sub + derived + through_view)
+        prepared = [conn.execute(f"SELECT email FROM {schema}.customers WHERE id = %s", (1,),
+                                 prepare=True).fetchone() for _ in range(3)]
+        assert prepared == [("j***@example.com",)] * 3
+
+
+def test_asyncpg_binary_is_masked(world: tuple[str, int]) -> None:
+    schema, port = world
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=CLIENT_USER,
+                                     password=CLIENT_PASSWORD, database="test", ssl=False)
+        try:
+            return [tuple(r) for r in await conn.fetch(
+                f"SELECT id, email, card FROM {schema}.customers ORDER BY id")]
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    assert rows[1] == (2, "j***@example.org", "************4444")
+    no_secret(rows)
+
+
+@pytest.mark.parametrize("sql", [
+    "DECLARE c CURSOR WITH HOLD FOR SELECT email FROM {s}.customers",
+    "COPY (SELECT email FROM {s}.customers) TO STDOUT",
+    "COPY {s}.customers TO STDOUT",
+    "UPDATE {s}.customers SET full_name = full_name WHERE id = 1 RETURNING email",
+    "WITH u AS (UPDATE {s}.customers SET full_name = full_name WHERE id = 1 RETURNING email) "
+    "SELECT * FROM u",
+    "SELECT 1; SELECT email FROM {s}.customers",
+    "PREPARE p AS SELECT email FROM {s}.customers",
+])
+def test_uncovered_paths_are_refused(world: tuple[str, int], sql: str) -> None:
+    schema, port = world
+    with psycopg.connect(client_dsn(port), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
+            conn.execute(sql.format(s=schema))
+        assert "wiregate.masking" in str(ei.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
