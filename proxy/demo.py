@@ -350,6 +350,22 @@ kind = "privileges"
 id = "no-code"
 kind = "code"
 
+[profiles.agent.masking]            # PII leaves masked; filtering on it still works
+default_strategy = "redact"
+
+[[profiles.agent.masking.column]]
+columns = ["public.customers.email"]
+strategy = "email"
+
+[[profiles.agent.masking.column]]
+columns = ["public.customers.card_number", "public.customers.phone"]
+strategy = "partial"
+keep_last = 4
+
+[[profiles.agent.masking.column]]
+columns = ["public.customers.ssn"]
+strategy = "redact"
+
 [profiles.agent-readonly]
 description = "An agent that may only read; the upstream session is read-only too."
 read_only = true
@@ -492,7 +508,8 @@ def run_demo(listen: str = "127.0.0.1:6432", workdir: Path = Path(".wiregate-dem
         _say(f"  {lines[1]}")
         _say(f"  {lines[2]}   # checks the certificate too")
         _say()
-        _say("Try:  SELECT full_name, email, ssn, card_number FROM customers LIMIT 5;")
+        _say("Try:  SELECT full_name, email, ssn, card_number FROM customers LIMIT 5;"
+             "  -- masked")
         _say("      DROP TABLE orders;                      -- refused by rule no-ddl")
         _say("      DELETE FROM support_tickets;            -- refused by rule bounded-writes")
         _say(f"      (database {DEMO_DB}_readonly: reads only)")
