@@ -166,12 +166,24 @@ def _const_cell(value: bytes) -> CellRewrite:
     return rewrite
 
 
+MEMO_SIZE = 1024
+
+
 def _text_cell(mask: Callable[[str], str | None]) -> CellRewrite:
+    # Columns repeat values (statuses, padding, cities): remember the last few per column.
+    memo: dict[bytes, bytes | None] = {}
+
     def rewrite(cell: bytes | None) -> bytes | None:
         if cell is None:
             return None
+        got = memo.get(cell, memo)
+        if got is not memo:
+            return got  # type: ignore[return-value]
         masked = mask(cell.decode("utf-8", errors="replace"))
-        return None if masked is None else masked.encode()
+        out = None if masked is None else masked.encode()
+        if len(memo) < MEMO_SIZE:
+            memo[cell] = out
+        return out
     return rewrite
 
 
