@@ -179,11 +179,38 @@ def _bind_info(body: bytes) -> tuple[str, str, tuple[int, ...]]:
 
 
 def rewrite_row(raw: bytes | memoryview, plan: dict[int, CellRewrite]) -> bytes:
-    values = list(m.decode_data_row(raw[5:]))
-    for i, fn in plan.items():
-        if i < len(values):
-            values[i] = fn(values[i])
-    return m.DataRow(tuple(values)).encode()
+    """A DataRow with the planned cells rewritten: the row is walked only as far as the last
+    planned column, and the bytes between rewritten cells are copied as they came."""
+    buf = bytes(raw)
+    size = len(buf)
+    if size < 7:
+        raise m.ProtocolViolation("DataRow: truncated")
+    count = _H.unpack_from(buf, 5)[0]
+    pos = 7
+    pieces: list[bytes] = []
+    start = 0
+    last = max(plan) if plan else -1
+    for i in range(min(count, last + 1)):
+        if pos + 4 > size:
+            raise m.ProtocolViolation("DataRow: truncated")
+        n = _I.unpack_from(buf, pos)[0]
+        end = pos + 4 + (n if n > 0 else 0)
+        if n < -1 or end > size:
+            raise m.ProtocolViolation("DataRow: invalid value length")
+        fn = plan.get(i)
+        if fn is not None:
+            cell = None if n == -1 else buf[pos + 4:end]
+            new = fn(cell)
+            if new != cell:
+                pieces.append(buf[start:pos])
+                pieces.append(_I.pack(-1) if new is None else _I.pack(len(new)) + new)
+                start = end
+        pos = end
+    if not pieces:
+        return buf
+    pieces.append(buf[start:])
+    body = b"".join(pieces)
+    return b"D" + _I.pack(len(body) - 1) + body[5:]
 
 
 class Relay:
