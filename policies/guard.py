@@ -75,8 +75,7 @@ class NoCatalog:
 class _SessionState:
     profile: Profile
     guard: Guardrails
-    search_path: tuple[str, ...]
-    seen_path: tuple[str, ...]
+    seen_path: tuple[str, ...]    # every schema the session's search_path has named
     user: str = ""                 # the role the server resolves "$user" to
     prepared_writes: dict[str, str] = field(default_factory=dict)  # name → text, if it writes
     key: int = -1                  # what a cached verdict depends on besides text and catalog
@@ -219,7 +218,7 @@ class GuardPolicy:
                 catalog = self.catalogs.current(session.database)
                 start = catalog.search_path if catalog is not None else '"$user", public'
             path = split_search_path(start)
-        state = _SessionState(profile, Guardrails(profile), path, path,
+        state = _SessionState(profile, Guardrails(profile), path,
                               session.upstream_user or session.user)
         self._rekey(state)
         session.policy_state["guard"] = state
@@ -361,7 +360,6 @@ class GuardPolicy:
                     path: tuple[str, ...] = (s.value,) if s.value else ()
                 else:
                     path = split_search_path(s.value or '"$user", public')
-                state.search_path = path
                 # Resolution looks in every schema the session has named (fail closed: a SET
                 # that later failed or was rolled back must not hide a protected table).
                 state.seen_path = path + tuple(p for p in state.seen_path if p not in path)

@@ -267,11 +267,12 @@ class Guardrails:
             return None
         obj = ", ".join(f"{k} {n}" for k, n in f.objects[:3]) or None
         if f.category == "ddl":
-            return Refusal(rule.id, "ddl", f"{_verb(f)} is not allowed",
+            return Refusal(rule.id, "ddl", f"{kind_words(f.kind)} is not allowed",
                            detail=f"object: {obj}" if obj else None,
                            hint=rule.hint or _create_hint(rule))
         if f.category == "admin" and not rule.allow_maintenance:
-            return Refusal(rule.id, "ddl", f"{_verb(f)} (server administration) is not allowed",
+            return Refusal(rule.id, "ddl",
+                           f"{kind_words(f.kind)} (server administration) is not allowed",
                            hint=rule.hint or "Ask a database administrator.")
         if f.category == "create":
             kind = f.create_kind or "object"
@@ -324,8 +325,9 @@ class Guardrails:
                 for pattern in rule.tables:
                     if pattern.schema == obj.name or any(pattern.matches(n) for n in inside):
                         return Refusal(rule.id, "protected_tables",
-                                       f"{_verb(f)} of schema {obj.name} holding protected "
-                                       "tables", detail=f"protected: {pattern}", hint=hint)
+                                       f"{kind_words(f.kind)} of schema {obj.name} holding "
+                                       "protected tables", detail=f"protected: {pattern}",
+                                       hint=hint)
                 continue
             if kind not in _RELATION_OBJECTS:
                 continue
@@ -334,7 +336,7 @@ class Guardrails:
                 for pattern in rule.tables:
                     if pattern.matches(name):
                         return Refusal(rule.id, "protected_tables",
-                                       f"{_verb(f)} of protected table {name}",
+                                       f"{kind_words(f.kind)} of protected table {name}",
                                        detail=f"protected: {pattern}", hint=hint)
         return None
 
@@ -507,10 +509,6 @@ class Guardrails:
 def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() in (
         "on", "true", "yes", "1", "t", "y", "tr", "tru", "ye")
-
-
-def _verb(f: Facts) -> str:
-    return kind_words(f.kind)
 
 
 def _create_hint(rule: Rule) -> str:

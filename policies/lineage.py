@@ -16,6 +16,7 @@ from typing import Any
 from pglast import ast, enums, parse_sql
 
 from policies.facts import Name
+from policies.statements import children
 
 
 @dataclass(frozen=True, order=True)
@@ -264,24 +265,9 @@ def _expr(node: Any, scope: _Scope, resolve: Resolver) -> Sources:
     if isinstance(node, ast.A_Const) or node is None:
         return frozenset()
     out: set[Source] = set()
-    for child in _children(node):
+    for child in children(node):
         out |= _expr(child, scope, resolve)
     return frozenset(out)
-
-
-def _children(node: Any) -> Iterator[Any]:
-    for slot in getattr(type(node), "__slots__", ()):
-        if slot in ("location",):
-            continue
-        value = getattr(node, slot, None)
-        if isinstance(value, ast.Node):
-            yield value
-        elif isinstance(value, tuple):
-            for item in value:
-                if isinstance(item, ast.Node):
-                    yield item
-                elif isinstance(item, tuple):
-                    yield from (i for i in item if isinstance(i, ast.Node))
 
 
 def _union(items: Any) -> Sources:

@@ -135,7 +135,7 @@ def analyze(sql: str) -> list[Facts]:
 
 # -- tree helpers ------------------------------------------------------------------------------
 
-def _children(node: Any) -> Iterator[Any]:
+def children(node: Any) -> Iterator[Any]:
     for slot in type(node).__slots__:  # type: ignore[attr-defined]
         if slot in _SKIP_SLOTS:
             continue
@@ -152,15 +152,11 @@ def _children(node: Any) -> Iterator[Any]:
 
 def walk(node: Any) -> Iterator[Any]:
     """Every node of a subtree, the root first."""
-    return _walk(node)
-
-
-def _walk(node: Any) -> Iterator[Any]:
     stack = [node]
     while stack:
         n = stack.pop()
         yield n
-        stack.extend(_children(n))
+        stack.extend(children(n))
 
 
 def _scoped_walk(node: Any) -> Iterator[tuple[Any, frozenset[str]]]:
@@ -172,14 +168,14 @@ def _scoped_walk(node: Any) -> Iterator[tuple[Any, frozenset[str]]]:
         yield n, scope
         with_ = getattr(n, "withClause", None)
         if not isinstance(with_, ast.WithClause):
-            stack.extend((c, scope) for c in _children(n))
+            stack.extend((c, scope) for c in children(n))
             continue
         ctes = [c for c in with_.ctes or () if isinstance(c, ast.CommonTableExpr)]
         names = [c.ctename or "" for c in ctes]
         inner = scope | frozenset(names)
         for i, cte in enumerate(ctes):
             stack.append((cte, inner if with_.recursive else scope | frozenset(names[:i])))
-        stack.extend((c, inner) for c in _children(n) if c is not with_)
+        stack.extend((c, inner) for c in children(n) if c is not with_)
 
 
 def shape(node: Any) -> Any:
@@ -375,7 +371,7 @@ def _complementary_null_tests(args: Any) -> bool:
 
 def _has_volatile_shape(node: Any) -> bool:
     # random() = random() is not a tautology; any call or subquery makes the sides unequal.
-    return any(isinstance(n, ast.FuncCall | ast.SubLink) for n in _walk(node))
+    return any(isinstance(n, ast.FuncCall | ast.SubLink) for n in walk(node))
 
 
 def _references_row(where: Any, target: set[str], others: set[str]) -> bool:
@@ -401,7 +397,7 @@ def _references_row(where: Any, target: set[str], others: set[str]) -> bool:
             shadowed = shadowed or bool(_aliases(node.fromClause) & target) or any(
                 (c.ctename or "") in target for c in getattr(node.withClause, "ctes", None) or ())
         sub = in_sub or isinstance(node, ast.RangeSubselect)
-        return any(visit(c, sub, shadowed) for c in _children(node))
+        return any(visit(c, sub, shadowed) for c in children(node))
     del others
     return visit(where, False, False)
 
@@ -476,7 +472,7 @@ def unbounded(where: Any, target: Any, others: set[str]) -> str | None:
 def _aliases(items: Any) -> set[str]:
     out: set[str] = set()
     for item in items or ():
-        for n in _walk(item):
+        for n in walk(item):
             if isinstance(n, ast.RangeVar):
                 out.add(n.alias.aliasname if n.alias and n.alias.aliasname else n.relname or "")
             elif isinstance(n, ast.RangeSubselect | ast.RangeFunction) and n.alias:
