@@ -14,7 +14,7 @@ SRC    := protocols policies proxy
 venv: $(STAMP)
 
 # Reinstall only when the dependency list changes; the editable install picks up code edits.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml protocols/postgres/_rows.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,fast]'
 	touch $@

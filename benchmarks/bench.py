@@ -43,9 +43,20 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCH_DB = "wiregate_bench"
 SCALE = 10
 ACCOUNTS = 100_000 * SCALE
-ALL_TARGETS = ("direct", "pgbouncer", "wiregate", "guarded")
+ALL_TARGETS = ("direct", "pgbouncer", "wiregate", "guarded", "masked")
 POLICY_FILE = ROOT / "examples" / "policy.toml"
 GUARDED_PROFILE = "agent-readonly"  # read-only session with a statement timeout; -S only reads
+# ``masked``: the same profile, masking the bulk read's widest column with a partial strategy,
+# so every one of its rows is rewritten on the wire.
+MASKING_SECTION = f"""
+[profiles.{GUARDED_PROFILE}.masking]
+default_strategy = "redact"
+
+[[profiles.{GUARDED_PROFILE}.masking.column]]
+columns = ["public.pgbench_accounts.filler"]
+strategy = "partial"
+keep_last = 4
+"""
 ALL_MODES = ("simple", "extended", "prepared")
 BULK_SQL = "SELECT aid, bid, abalance, filler FROM pgbench_accounts"
 BULK_BYTES_SQL = (
@@ -250,6 +261,12 @@ def check_query(target: Target) -> None:
                          f"{target.log_tail()}") from exc
     if got is None or got[0] != SCALE:
         raise BenchError(f"{target.name}: unexpected pgbench_branches count {got}")
+    if target.name == "masked":
+        # The figures only mean something if the rows really are rewritten.
+        with psycopg.connect(target.conninfo(), connect_timeout=10) as conn:
+            filler = conn.execute("SELECT filler FROM pgbench_accounts LIMIT 1").fetchone()
+        if filler is None or not str(filler[0]).startswith("*"):
+            raise BenchError(f"masked: filler came back unmasked: {filler!r}")
 
 
 def find_pgbouncer() -> str:
@@ -371,7 +388,8 @@ def wiregate_command(config: Path) -> list[str]:
 
 
 def start_wiregate(tmp: Path, pg_host: str, pg_port: int, pg_user: str, workers: int,
-                   profile: str | None = None, name: str = "wiregate") -> Target:
+                   profile: str | None = None, name: str = "wiregate",
+                   masking: str = "") -> Target:
     """Start ``wiregate serve``; with ``profile`` the guardrails are on for the route.
 
     The policy file is copied into the target's directory, so ``--keep-tmp`` keeps the exact
@@ -391,7 +409,7 @@ def start_wiregate(tmp: Path, pg_host: str, pg_port: int, pg_user: str, workers:
         if not POLICY_FILE.exists():
             raise BenchError(f"{name}: policy file {POLICY_FILE} does not exist")
         policy = d / "policy.toml"
-        shutil.copyfile(POLICY_FILE, policy)
+        policy.write_text(POLICY_FILE.read_text() + masking)
         guardrails = f'\n[guardrails]\npolicy_file = "{policy}"\n'
         route_profile = f'profile = "{profile}"\n'
     config.write_text(
@@ -960,9 +978,13 @@ def _run(args: argparse.Namespace, started: dt.datetime, tmp: Path) -> int:
             t = start_pgbouncer(tmp, args.pg_host, args.pg_port, args.pg_user)
         elif name == "wiregate":
             t = start_wiregate(tmp, args.pg_host, args.pg_port, args.pg_user, args.workers)
-        else:
+        elif name == "guarded":
             t = start_wiregate(tmp, args.pg_host, args.pg_port, args.pg_user, args.workers,
                                profile=GUARDED_PROFILE, name="guarded")
+        else:
+            t = start_wiregate(tmp, args.pg_host, args.pg_port, args.pg_user, args.workers,
+                               profile=GUARDED_PROFILE, name="masked",
+                               masking=MASKING_SECTION)
         targets.append(t)
 
     report = Report(

@@ -169,22 +169,32 @@ def _const_cell(value: bytes) -> CellRewrite:
 MEMO_SIZE = 1024
 
 
-def _text_cell(mask: Callable[[str], str | None]) -> CellRewrite:
-    # Columns repeat values (statuses, padding, cities): remember the last few per column.
-    memo: dict[bytes, bytes | None] = {}
+class _TextCell:
+    """Columns repeat values (statuses, padding, cities): the first MEMO_SIZE distinct values
+    of a column are remembered. ``memo`` is public so the row walk can look a value up
+    without calling back into Python."""
 
-    def rewrite(cell: bytes | None) -> bytes | None:
+    __slots__ = ("mask", "memo")
+
+    def __init__(self, mask: Callable[[str], str | None]) -> None:
+        self.mask = mask
+        self.memo: dict[bytes, bytes | None] = {}
+
+    def __call__(self, cell: bytes | None) -> bytes | None:
         if cell is None:
             return None
-        got = memo.get(cell, memo)
-        if got is not memo:
-            return got  # type: ignore[return-value]
-        masked = mask(cell.decode("utf-8", errors="replace"))
+        memo = self.memo
+        if cell in memo:
+            return memo[cell]
+        masked = self.mask(cell.decode("utf-8", errors="replace"))
         out = None if masked is None else masked.encode()
         if len(memo) < MEMO_SIZE:
             memo[cell] = out
         return out
-    return rewrite
+
+
+def _text_cell(mask: Callable[[str], str | None]) -> CellRewrite:
+    return _TextCell(mask)
 
 
 def _json_cell(strategy: Strategy, jsonb_binary: bool) -> CellRewrite:

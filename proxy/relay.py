@@ -39,6 +39,7 @@ from policies.decision import (
 )
 from protocols.postgres import messages as m
 from protocols.postgres.framing import RELEASED, VALID_BACKEND, VALID_FRONTEND, Frame, Framer
+from protocols.postgres.rows import RowPlan, rewrite_rows
 
 if TYPE_CHECKING:
     from proxy.session import Session
@@ -178,41 +179,6 @@ def _bind_info(body: bytes) -> tuple[str, str, tuple[int, ...]]:
     return portal, stmt, fmts
 
 
-def rewrite_row(raw: bytes | memoryview, plan: dict[int, CellRewrite]) -> bytes:
-    """A DataRow with the planned cells rewritten: the row is walked only as far as the last
-    planned column, and the bytes between rewritten cells are copied as they came."""
-    buf = bytes(raw)
-    size = len(buf)
-    if size < 7:
-        raise m.ProtocolViolation("DataRow: truncated")
-    count = _H.unpack_from(buf, 5)[0]
-    pos = 7
-    pieces: list[bytes] = []
-    start = 0
-    last = max(plan) if plan else -1
-    for i in range(min(count, last + 1)):
-        if pos + 4 > size:
-            raise m.ProtocolViolation("DataRow: truncated")
-        n = _I.unpack_from(buf, pos)[0]
-        end = pos + 4 + (n if n > 0 else 0)
-        if n < -1 or end > size:
-            raise m.ProtocolViolation("DataRow: invalid value length")
-        fn = plan.get(i)
-        if fn is not None:
-            cell = None if n == -1 else buf[pos + 4:end]
-            new = fn(cell)
-            if new != cell:
-                pieces.append(buf[start:pos])
-                pieces.append(_I.pack(-1) if new is None else _I.pack(len(new)) + new)
-                start = end
-        pos = end
-    if not pieces:
-        return buf
-    pieces.append(buf[start:])
-    body = b"".join(pieces)
-    return b"D" + _I.pack(len(body) - 1) + body[5:]
-
-
 class Relay:
     """Both directions of one session after login."""
 
@@ -228,6 +194,7 @@ class Relay:
         if track_results:
             self.fe.set_watch(b"QPBDECSHXF")
             self.be.set_watch(b"ZEST12n3tCIs")
+            self.be.row_runs = True
         else:
             self.fe.set_watch(b"QPSHXF")
             self.be.set_watch(b"ZS")
@@ -240,7 +207,7 @@ class Relay:
         self.discarding = False     # a Parse was denied: drop client messages until Sync
         self.held: _HeldWork | None = None
         self.backlog: deque[bytes] = deque()
-        self.plan: dict[int, CellRewrite] | None = None   # rewrite of the current rows
+        self.plan: RowPlan | None = None   # rewrite of the current rows
         self.closed = False
         self.terminating = False
         self.bytes_up = 0
@@ -537,7 +504,7 @@ class Relay:
             self.pending.popleft()
 
     def _set_plan(self, plan: dict[int, CellRewrite] | None) -> None:
-        self.plan = plan or None
+        self.plan = RowPlan(plan) if plan else None
 
     def _start_execute(self) -> None:
         """When an Execute becomes the head, switch row rewriting on for its portal."""
@@ -566,8 +533,12 @@ class Relay:
     def _track_server(self, f: Frame) -> bytes | None:
         """Steer by one backend message; return replacement bytes (b"" drops it) or None."""
         code = f.code
-        if code == 0x44:  # DataRow: rewritten only under a plan
-            return rewrite_row(f.raw, self.plan) if self.plan else None
+        if code == 0x44:  # DataRows (a run of them): rewritten only under a plan
+            if self.plan is None:
+                return None
+            if f.start < 0:
+                return rewrite_rows(f.buf, 0, len(f.buf), self.plan)
+            return rewrite_rows(f.buf, f.start, f.end, self.plan)
         if code == 0x53:
             self._parameter(f)
             return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 
 from protocols.postgres.messages import MAX_STARTUP_PACKET, ProtocolViolation
+from protocols.postgres.rows import row_run_end
 
 _LEN = struct.Struct("!i")
 _unpack_len = _LEN.unpack_from
@@ -27,6 +28,7 @@ class Frame:
     When ``start >= 0`` the message is ``buf[start:end]`` of the chunk just scanned. When it
     began in an earlier chunk, ``start`` is -1, ``buf`` holds the whole message and ``end`` is
     where it finishes in the current chunk (so ``buf`` stands for ``chunk[:end]``).
+    A DataRow frame may hold several DataRows in a row (``Framer.row_runs``).
     """
 
     __slots__ = ("code", "start", "end", "buf")
@@ -114,6 +116,9 @@ class Framer:
         # False when the output is exactly the chunk, in order: nothing held back, nothing
         # released from an earlier chunk. Then the caller may forward the chunk object whole.
         self.spanned = False
+        # When DataRows are watched, one Frame stands for all the whole DataRows that follow
+        # one another (a run): a result's rows cost one frame per chunk, not one per row.
+        self.row_runs = False
 
     def set_watch(self, codes: bytes, on: bool = True) -> None:
         for c in codes:
@@ -185,6 +190,8 @@ class Framer:
             if watch[code]:
                 if end > n:
                     break
+                if code == 0x44 and self.row_runs:
+                    end = row_run_end(data, end, limit)
                 frames.append(Frame(code, pos, end, data))
             elif end > n:
                 self._skip = end - n
