@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from pglast import parse_sql
+from pglast import ast, parse_sql
 from pglast.parser import ParseError, normalize
+from pglast.stream import RawStream
 
 from policies import mysql_statements, statements
 from policies.catalog import Catalog
@@ -79,6 +80,11 @@ class _SessionState:
     user: str = ""                 # the role the server resolves "$user" to
     prepared_writes: dict[str, str] = field(default_factory=dict)  # name → text, if it writes
     key: int = -1                  # what a cached verdict depends on besides text and catalog
+    # Masking of named result sources the session created with SQL: a cursor's rows come
+    # back at each FETCH, a SQL-prepared statement's at each EXECUTE ("cursor:c",
+    # "prepared:p"). A name not in here (a protocol-level portal, a refcursor a function
+    # opened, one forgotten past MAX_NAMED) is masked whole.
+    named: dict[str, MaskTransform | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,49 @@ class _Verdict:
     prepared: tuple[str, ...] = ()        # SQL PREPARE names
     deallocated: tuple[str, ...] = ()     # DEALLOCATE / DISCARD ALL ("*")
     transform: MaskTransform | None = None  # masking of the rows the statement returns
+    # A cursor or SQL-prepared statement: ("open", "cursor:c") with the masking of its
+    # rows in ``transform``; ("read", name) for FETCH/EXECUTE; ("close", name or "cursor:*").
+    named: tuple[str, str] | None = None
 
 
+MAX_NAMED = 10_000
 _PLAIN_ALLOW = _Verdict(None, (), False)
 
 
 MASKING_RULE = "wiregate.masking"
+
+
+def _named_op(sql: str, facts: list[Facts]) -> tuple[str, str, str] | None:
+    """(op, name, query) when the statement opens, reads or closes a cursor or a SQL-prepared
+    statement: its rows are masked by the lineage kept under that name."""
+    if len(facts) != 1 or facts[0].kind not in (
+            "DeclareCursorStmt", "FetchStmt", "ClosePortalStmt", "PrepareStmt", "ExecuteStmt",
+            "DeallocateStmt"):
+        return None
+    try:
+        (raw,) = parse_sql(sql)
+    except (ParseError, ValueError):
+        return None
+    stmt = raw.stmt
+    # A SELECT is traced; any other query ("" here) is judged like the statement itself, and
+    # opened clean only when that finds no masked rows leaving.
+    if isinstance(stmt, ast.DeclareCursorStmt):
+        query = stmt.query
+        return "open", f"cursor:{stmt.portalname}", (
+            RawStream()(query) if isinstance(query, ast.SelectStmt) else "")
+    if isinstance(stmt, ast.PrepareStmt):
+        query = stmt.query
+        return "open", f"prepared:{stmt.name}", (
+            RawStream()(query) if isinstance(query, ast.SelectStmt) else "")
+    if isinstance(stmt, ast.FetchStmt):
+        return "read", f"cursor:{stmt.portalname}", ""
+    if isinstance(stmt, ast.ExecuteStmt):
+        return "read", f"prepared:{stmt.name}", ""
+    if isinstance(stmt, ast.ClosePortalStmt):
+        return "close", f"cursor:{stmt.portalname or '*'}", ""
+    if isinstance(stmt, ast.DeallocateStmt):
+        return "close", f"prepared:{stmt.name or '*'}", ""
+    return None
 
 
 def _returns_rows(sql: str, facts: list[Facts]) -> bool:
@@ -302,9 +345,12 @@ class GuardPolicy:
             return verdict
         verdict = self.verdict(facts, state.guard, ctx)
         if verdict.refusal is None and state.profile.masking is not None:
-            masked = self._masking(sql, facts, state, ctx)
+            named = _named_op(sql, facts)
+            masked = self._masking(sql, facts, state, ctx, named)
             if isinstance(masked, Refusal):
                 verdict = _Verdict(masked, (), False)
+            elif named is not None:
+                verdict = replace(verdict, transform=masked, named=named[:2])
             elif masked is not None:
                 verdict = replace(verdict, transform=masked)
         _remember(self._exact, exact_key, verdict)
@@ -366,22 +412,62 @@ class GuardPolicy:
                 self._rekey(state)
         if verdict.changes_catalog:
             session.policy_state["ddl_pending"] = True
+        if verdict.named is not None:
+            return self._named(verdict, state)
         return Allow(verdict.transform) if verdict.transform is not None else ALLOW
 
+    def _named(self, verdict: _Verdict, state: _SessionState) -> Decision:
+        """Open, read or close a cursor or SQL-prepared statement under masking."""
+        assert verdict.named is not None
+        op, name = verdict.named
+        named = state.named
+        if op == "open":
+            named.pop(name, None)
+            if len(named) >= MAX_NAMED:
+                named.pop(next(iter(named)))   # forgotten: read back masked whole
+            named[name] = verdict.transform
+            return ALLOW
+        if op == "close":
+            if name.endswith(":*"):
+                for key in [k for k in named if k.startswith(name[:-1])]:
+                    del named[key]
+            else:
+                named.pop(name, None)
+            return ALLOW
+        if name in named:
+            transform = named[name]
+        else:
+            transform = self._mask_all(state)
+        return Allow(transform) if transform is not None else ALLOW
+
+    def _mask_all(self, state: _SessionState) -> MaskTransform:
+        """Rows whose lineage is unknown: every column masked by the default strategy."""
+        masking = state.profile.masking
+        assert masking is not None
+        key = self.mask_keys.get(state.profile.name, b"")
+        return MaskTransform([], replace(masking.default, key=key))
+
     def _masking(self, sql: str, facts: list[Facts], state: _SessionState,
-                 ctx: Context) -> Refusal | MaskTransform | None:
+                 ctx: Context, named: tuple[str, str, str] | None = None
+                 ) -> Refusal | MaskTransform | None:
         """How the rows this statement returns are masked: a transform from the lineage of a
-        SELECT, or a refusal where rows carrying masked columns would leave by a way the
-        transform does not cover (cursors, COPY, RETURNING, several result sets)."""
+        SELECT (or of the query a cursor or SQL PREPARE names, applied at each FETCH or
+        EXECUTE), or a refusal where rows carrying masked columns would leave by a way the
+        transform does not cover (COPY, RETURNING, several result sets)."""
         masking = state.profile.masking
         assert masking is not None
         catalog = ctx.catalog
         if catalog is None:
             return Refusal(MASKING_RULE, "masking", "the catalog is not available to trace "
                            "masked columns", missing=True)
-        if len(facts) == 1 and facts[0].kind == "SelectStmt" and not facts[0].writes:
+        if named is not None and named[0] != "open":
+            return None  # decided per session when the statement runs (_named)
+        query = named[2] if named is not None else sql
+        if (named is not None and query) or (named is None and len(facts) == 1
+                                             and facts[0].kind == "SelectStmt"
+                                             and not facts[0].writes):
             try:
-                outputs = lineage(sql, catalog.lineage_resolver(ctx.path()))
+                outputs = lineage(query, catalog.lineage_resolver(ctx.path()))
             except (ParseError, ValueError):
                 outputs = []
             if masking.on_unresolved == "refuse" and any(not o.resolved for o in outputs):

@@ -115,14 +115,13 @@ def test_asyncpg_binary_is_masked(world: tuple[str, int]) -> None:
 
 
 @pytest.mark.parametrize("sql", [
-    "DECLARE c CURSOR WITH HOLD FOR SELECT email FROM {s}.customers",
     "COPY (SELECT email FROM {s}.customers) TO STDOUT",
     "COPY {s}.customers TO STDOUT",
     "UPDATE {s}.customers SET full_name = full_name WHERE id = 1 RETURNING email",
     "WITH u AS (UPDATE {s}.customers SET full_name = full_name WHERE id = 1 RETURNING email) "
     "SELECT * FROM u",
     "SELECT 1; SELECT email FROM {s}.customers",
-    "PREPARE p AS SELECT email FROM {s}.customers",
+    "PREPARE p AS UPDATE {s}.customers SET full_name = full_name WHERE id = 1 RETURNING email",
 ])
 def test_uncovered_paths_are_refused(world: tuple[str, int], sql: str) -> None:
     schema, port = world
@@ -131,3 +130,65 @@ def test_uncovered_paths_are_refused(world: tuple[str, int], sql: str) -> None:
             conn.execute(sql.format(s=schema))
         assert "wiregate.masking" in str(ei.value)
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_cursors_are_masked_at_every_fetch(world: tuple[str, int], binary: bool) -> None:
+    schema, port = world
+    kind = "BINARY CURSOR" if binary else "CURSOR"
+    with psycopg.connect(client_dsn(port), autocommit=True) as conn:
+        conn.execute(f"DECLARE c {kind} WITH HOLD FOR SELECT id, email, card AS c2 "
+                     f"FROM {schema}.customers ORDER BY id")
+        first = conn.execute("FETCH 1 FROM c").fetchall()
+        conn.execute("MOVE BACKWARD ALL IN c")
+        every = conn.execute("FETCH ALL FROM c").fetchall()
+        conn.execute("CLOSE c")
+        # The same name reused for a clean query is clean again.
+        conn.execute(f"DECLARE c {kind} WITH HOLD FOR SELECT full_name FROM {schema}.customers "
+                     "ORDER BY id")
+        clean = conn.execute("FETCH ALL FROM c").fetchall()
+        conn.execute("CLOSE ALL")
+    assert first == [(1, "j***@example.com", "************4242")]
+    assert every[1] == (2, "j***@example.org", "************4444")
+    assert clean == [("Jane Roe",), ("John Doe",)]
+    no_secret(first + every)
+
+
+def test_server_side_cursor_of_a_driver_is_masked(world: tuple[str, int]) -> None:
+    schema, port = world
+    with psycopg.connect(client_dsn(port)) as conn, conn.cursor(name="named") as cur:
+        cur.itersize = 1
+        cur.execute(f"SELECT id, email, ssn FROM {schema}.customers WHERE id > %s ORDER BY id",
+                    (0,))
+        rows = list(cur)
+    assert rows == [(1, "j***@example.com", "****"), (2, "j***@example.org", "****")]
+
+
+def test_sql_prepare_is_masked_at_every_execute(world: tuple[str, int]) -> None:
+    schema, port = world
+    with psycopg.connect(client_dsn(port), autocommit=True) as conn:
+        conn.execute(f"PREPARE p(int) AS SELECT email, full_name FROM {schema}.customers "
+                     "WHERE id = $1")
+        rows = [conn.execute(f"EXECUTE p({i})").fetchone() for i in (1, 2, 1)]
+        conn.execute("DEALLOCATE p")
+        conn.execute(f"PREPARE p AS SELECT full_name FROM {schema}.customers ORDER BY id")
+        clean = conn.execute("EXECUTE p").fetchall()
+        conn.execute("DEALLOCATE ALL")
+    assert rows == [("j***@example.com", "Jane Roe"), ("j***@example.org", "John Doe"),
+                    ("j***@example.com", "Jane Roe")]
+    assert clean == [("Jane Roe",), ("John Doe",)]
+
+
+def test_a_cursor_wiregate_did_not_see_opened_is_masked_whole(
+        world: tuple[str, int], pg: PgTarget) -> None:
+    """A refcursor a function opened: its query never crossed the wire, so every column of
+    what FETCH returns is masked."""
+    schema, port = world
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE FUNCTION {schema}.open_rows() RETURNS refcursor LANGUAGE plpgsql "
+                     f"AS $$ DECLARE r refcursor := 'hidden'; BEGIN OPEN r FOR SELECT id, email "
+                     f"FROM {schema}.customers ORDER BY id; RETURN r; END $$")
+    with psycopg.connect(client_dsn(port)) as conn:
+        assert conn.execute(f"SELECT {schema}.open_rows()").fetchone() == ("hidden",)
+        rows = conn.execute("FETCH ALL FROM hidden").fetchall()
+    assert rows == [(0, "****"), (0, "****")]  # redact: numbers become 0
