@@ -73,9 +73,17 @@ class ResultTransform(Protocol):
     def plan(self, columns: Sequence[Column]) -> dict[int, CellRewrite]: ...
 
 
+# Rewrites the fields of an ErrorResponse or NoticeResponse (keyed by field code, "M" the
+# message, "D" the detail, ...) before the client sees them.
+MessageScrub = Callable[[dict[str, str]], dict[str, str]]
+
+
 @dataclass(frozen=True)
 class Allow:
     transform: ResultTransform | None = None
+    # Errors and notices the statement raises may print values it read (a unique violation's
+    # key, a failed cast's input): when set, they pass through this first.
+    scrub: MessageScrub | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from policies.decision import ALLOW, Allow, Decision, Deny, Hold, SessionInfo, S
 from policies.facts import Call, Facts, Name, Setting, Unparseable
 from policies.guardrails import Context, Guardrails, Profile, Refusal
 from policies.lineage import lineage
-from policies.masking import MaskingPolicy, MaskTransform
+from policies.masking import MaskingPolicy, MaskTransform, scrub_message
 
 CACHE_SIZE = 4096
 MAX_PREPARED_REJUDGE = 1000
@@ -84,7 +84,7 @@ class _SessionState:
     # back at each FETCH, a SQL-prepared statement's at each EXECUTE ("cursor:c",
     # "prepared:p"). A name not in here (a protocol-level portal, a refcursor a function
     # opened, one forgotten past MAX_NAMED) is masked whole.
-    named: dict[str, MaskTransform | None] = field(default_factory=dict)
+    named: dict[str, tuple[MaskTransform | None, bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class _Verdict:
     # A cursor or SQL-prepared statement: ("open", "cursor:c") with the masking of its
     # rows in ``transform``; ("read", name) for FETCH/EXECUTE; ("close", name or "cursor:*").
     named: tuple[str, str] | None = None
+    scrub: bool = False    # it reads masked columns: its errors and notices are scrubbed
 
 
 MAX_NAMED = 10_000
@@ -349,10 +350,12 @@ class GuardPolicy:
             masked = self._masking(sql, facts, state, ctx, named)
             if isinstance(masked, Refusal):
                 verdict = _Verdict(masked, (), False)
-            elif named is not None:
-                verdict = replace(verdict, transform=masked, named=named[:2])
-            elif masked is not None:
-                verdict = replace(verdict, transform=masked)
+            else:
+                scrub = self._touches_masked(facts, state.profile.masking, ctx)
+                if named is not None:
+                    verdict = replace(verdict, transform=masked, named=named[:2], scrub=scrub)
+                elif masked is not None or scrub:
+                    verdict = replace(verdict, transform=masked, scrub=scrub)
         _remember(self._exact, exact_key, verdict)
         if normal_key is not None and not any(f.literal_sensitive for f in facts):
             _remember(self._normal, normal_key, verdict)
@@ -414,6 +417,8 @@ class GuardPolicy:
             session.policy_state["ddl_pending"] = True
         if verdict.named is not None:
             return self._named(verdict, state)
+        if verdict.scrub:
+            return Allow(verdict.transform, scrub_message)
         return Allow(verdict.transform) if verdict.transform is not None else ALLOW
 
     def _named(self, verdict: _Verdict, state: _SessionState) -> Decision:
@@ -425,8 +430,8 @@ class GuardPolicy:
             named.pop(name, None)
             if len(named) >= MAX_NAMED:
                 named.pop(next(iter(named)))   # forgotten: read back masked whole
-            named[name] = verdict.transform
-            return ALLOW
+            named[name] = (verdict.transform, verdict.scrub)
+            return Allow(None, scrub_message) if verdict.scrub else ALLOW
         if op == "close":
             if name.endswith(":*"):
                 for key in [k for k in named if k.startswith(name[:-1])]:
@@ -435,9 +440,11 @@ class GuardPolicy:
                 named.pop(name, None)
             return ALLOW
         if name in named:
-            transform = named[name]
+            transform, scrub = named[name]
         else:
-            transform = self._mask_all(state)
+            transform, scrub = self._mask_all(state), True
+        if scrub:
+            return Allow(transform, scrub_message)
         return Allow(transform) if transform is not None else ALLOW
 
     def _mask_all(self, state: _SessionState) -> MaskTransform:
@@ -488,6 +495,19 @@ class GuardPolicy:
                        "a path Wiregate does not mask (a cursor, COPY, RETURNING, a prepared "
                        "SQL statement or several statements in one string)",
                        hint="Send one plain SELECT; masked columns come back masked.")
+
+    def _touches_masked(self, facts: list[Facts], masking: MaskingPolicy | None,
+                        ctx: Context) -> bool:
+        """Whether the statement reads or writes a relation holding a masked column (without
+        a catalog: assume it does)."""
+        if masking is None:
+            return False
+        if ctx.catalog is None:
+            return True
+        catalog = ctx.catalog
+        touched = {n for f in facts for n in f.reads} | {w.target for f in facts
+                                                          for w in f.writes}
+        return any(self._holds_masked(n, catalog, ctx, masking) for n in touched)
 
     @staticmethod
     def _holds_masked(name: Name, catalog: Catalog, ctx: Context,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Literal
 
+from policies import detectors
 from policies.decision import CellRewrite, Column
 from policies.detectors import DETECTORS
 from policies.lineage import Output
@@ -427,3 +429,40 @@ class MaskTransform:
             return {c.index: cell_rewrite(self.default, c) for c in columns}
         return {c.index: cell_rewrite(s, c)
                 for c, s in zip(columns, self.positions, strict=True) if s is not None}
+
+
+# -- errors and notices -------------------------------------------------------------------------
+
+WITHHELD = "withheld by wiregate: the statement reads masked columns"
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_KEY_VALUE = re.compile(r"\)=\((.*)\)")
+# Fields that name things, never hold values: severity, code, position, source location,
+# and the schema/table/column/type/constraint the error is about.
+_NAMING_FIELDS = frozenset("SVCPpFLRstcdn")
+_RAISED = ("P0",)   # PL/pgSQL RAISE: the message is whatever the function put in it
+
+
+def scrub_message(fields: dict[str, str]) -> dict[str, str]:
+    """An error or notice of a statement that reads masked columns, with every place a value
+    can sit taken out: quoted values and key values in the message and hint, the detail,
+    context and internal query withheld, and a message a function raised withheld whole."""
+    code = fields.get("C", "")
+    severity = fields.get("V", fields.get("S", ""))
+    raised = code.startswith(_RAISED) or severity not in ("ERROR", "FATAL", "PANIC")
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        if key in _NAMING_FIELDS:
+            out[key] = value
+        elif key == "M":
+            out[key] = WITHHELD if raised else _scrub_text(value)
+        elif key == "H":
+            out[key] = _scrub_text(value)
+        elif key == "D":
+            out[key] = WITHHELD
+        # W (context), q (internal query) and anything unknown are dropped.
+    return out
+
+
+def _scrub_text(text: str) -> str:
+    text = _KEY_VALUE.sub(")=(***)", _QUOTED.sub('"***"', text))
+    return detectors.scrub(text)

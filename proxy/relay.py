@@ -34,6 +34,7 @@ from policies.decision import (
     Decision,
     Deny,
     Hold,
+    MessageScrub,
     ResultTransform,
     Statement,
 )
@@ -61,6 +62,7 @@ _ENDS_BATCH = (SYNC, QUERY, FUNCTION)
 class PreparedInfo:
     transform: ResultTransform | None = None
     fields: bytes | None = None        # RowDescription body, decoded only when rewriting
+    scrub: MessageScrub | None = None  # for the errors and notices of each execution
 
 
 @dataclass
@@ -193,7 +195,7 @@ class Relay:
         self.be = Framer(VALID_BACKEND, limit, "backend")
         if track_results:
             self.fe.set_watch(b"QPBDECSHXF")
-            self.be.set_watch(b"ZEST12n3tCIs")
+            self.be.set_watch(b"ZEST12n3tCIsN")
             self.be.row_runs = True
         else:
             self.fe.set_watch(b"QPSHXF")
@@ -208,6 +210,9 @@ class Relay:
         self.held: _HeldWork | None = None
         self.backlog: deque[bytes] = deque()
         self.plan: RowPlan | None = None   # rewrite of the current rows
+        # Errors and notices up to the end of batch ``scrub_batch`` pass through ``scrub``.
+        self.scrub: MessageScrub | None = None
+        self.scrub_batch = -1
         self.closed = False
         self.terminating = False
         self.bytes_up = 0
@@ -328,6 +333,8 @@ class Relay:
         out.keep(f)
         if decision.transform is not None:
             self._rows_may_change()
+        if decision.scrub is not None:
+            self._scrub_batch(decision.scrub)
         if stmt.source != "parse":
             self.sent_batches += 1
             if self.track:
@@ -336,13 +343,19 @@ class Relay:
             return
         if not self.track:
             return
-        info = PreparedInfo(decision.transform)
+        info = PreparedInfo(decision.transform, scrub=decision.scrub)
         self.statements[stmt.name] = info
         self.pending.append(Pending(PARSE))
         if decision.transform is not None:
             # Learn the statement's columns even if the client never asks.
             out.insert(m.Describe("S", stmt.name).encode())
             self.pending.append(Pending(DESCRIBE_S, prepared=info, swallow=True))
+
+    def _scrub_batch(self, scrub: MessageScrub) -> None:
+        """Scrub what the server says until the current batch is over (an over-approximation
+        when a pipelining client sends more batches: their messages are scrubbed too)."""
+        self.scrub = scrub
+        self.scrub_batch = self.sent_batches
 
     def _rows_may_change(self) -> None:
         """From now on DataRows are looked at (skipped cheaply while no plan applies)."""
@@ -355,6 +368,8 @@ class Relay:
             portal, stmt, fmts = _bind_info(f.body)
             prepared = self.statements.get(stmt) or PreparedInfo()
             self.portals[portal] = PortalInfo(prepared, fmts)
+            if prepared.scrub is not None:
+                self._scrub_batch(prepared.scrub)
             self.pending.append(Pending(BIND))
         elif code == 0x45:  # Execute
             name = m.Reader(f.body, "Execute").cstring()
@@ -479,6 +494,8 @@ class Relay:
             denies.popleft()
         if not denies and not self.track:
             self.be.watch[0x45] = 0
+        if self.scrub is not None and self.done_batches > self.scrub_batch:
+            self.scrub = None
         if self.track:
             while self.pending:
                 if self.pending.popleft().kind in _ENDS_BATCH:
@@ -526,6 +543,12 @@ class Relay:
             return
         self._set_plan(transform.plan(cols))
 
+    def _scrubbed(self, f: Frame) -> bytes:
+        assert self.scrub is not None
+        msg = m.decode_backend(bytes(f.raw[:1]), f.body)
+        assert isinstance(msg, m.ErrorResponse)   # NoticeResponse is one too
+        return type(msg)(self.scrub(dict(msg.fields))).encode()
+
     def _pop(self) -> None:
         self.pending.popleft()
         self._start_execute()
@@ -542,14 +565,22 @@ class Relay:
         if code == 0x53:
             self._parameter(f)
             return None
+        scrubbed = None
+        if (code == 0x45 or code == 0x4E) and self.scrub is not None:
+            scrubbed = self._scrubbed(f)
+            if code == 0x4E:
+                return scrubbed
+        elif code == 0x4E:
+            return None
         head = self.pending[0] if self.pending else None
         if head is None:
-            return None
+            return scrubbed
         kind = head.kind
         if code == 0x45:  # ErrorResponse: the server now skips to Sync
             if kind not in (QUERY, FUNCTION):
                 self._pop_until_sync()
             self._set_plan(None)
+            return scrubbed
         elif code == 0x31 and kind == PARSE:
             self._pop()
         elif code == 0x32 and kind == BIND:

@@ -75,3 +75,25 @@ def test_profiles_without_masking_have_none() -> None:
     profiles = parse_profiles(tomllib.loads('[profiles.p]\n[[profiles.p.rule]]\nid = "x"\n'
                                             'kind = "ddl"\n'))
     assert profiles["p"].masking is None
+
+
+def test_scrub_message_keeps_names_and_takes_values_out() -> None:
+    from policies.masking import WITHHELD, scrub_message
+
+    unique = {"S": "ERROR", "V": "ERROR", "C": "23505", "n": "customers_email_key",
+              "M": 'duplicate key value violates unique constraint "customers_email_key"',
+              "D": "Key (email)=(jane@example.com) already exists.", "t": "customers",
+              "W": "SQL statement \"UPDATE ...\"", "q": "SELECT 'jane@example.com'"}
+    out = scrub_message(unique)
+    assert out["C"] == "23505" and out["n"] == "customers_email_key" and out["t"] == "customers"
+    assert out["M"] == 'duplicate key value violates unique constraint "***"'
+    assert out["D"] == WITHHELD and "W" not in out and "q" not in out
+    cast = scrub_message({"S": "ERROR", "V": "ERROR", "C": "22P02",
+                          "M": 'invalid input syntax for type integer: "078-05-1120"'})
+    assert cast["M"] == 'invalid input syntax for type integer: "***"'
+    raised = scrub_message({"S": "ERROR", "V": "ERROR", "C": "P0001", "M": "bad 078-05-1120"})
+    notice = scrub_message({"S": "NOTICE", "V": "NOTICE", "C": "00000", "M": "value x@y.io"})
+    assert raised["M"] == WITHHELD and notice["M"] == WITHHELD
+    unquoted = scrub_message({"S": "ERROR", "V": "ERROR", "C": "XX000",
+                              "M": "odd: jane@example.com 4242424242424242"})
+    assert "jane@example.com" not in unquoted["M"] and "4242424242424242" not in unquoted["M"]

@@ -27,7 +27,7 @@ def world(pg: PgTarget, proxy_factory: Any, tmp_path: Path) -> Iterator[tuple[st
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
         conn.execute(f"CREATE TABLE {schema}.customers (id int PRIMARY KEY, full_name text, "
-                     "email text, ssn text, card text)")
+                     "email text UNIQUE, ssn text, card text)")
         with conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {schema}.customers VALUES (%s, %s, %s, %s, %s)",
                             ROWS)
@@ -192,3 +192,63 @@ def test_a_cursor_wiregate_did_not_see_opened_is_masked_whole(
         assert conn.execute(f"SELECT {schema}.open_rows()").fetchone() == ("hidden",)
         rows = conn.execute("FETCH ALL FROM hidden").fetchall()
     assert rows == [(0, "****"), (0, "****")]  # redact: numbers become 0
+
+
+def _error_text(exc: psycopg.Error) -> str:
+    d = exc.diag
+    return " | ".join(str(x) for x in (d.message_primary, d.message_detail, d.message_hint,
+                                      d.context, d.internal_query))
+
+
+def test_errors_of_statements_reading_masked_columns_are_scrubbed(
+        world: tuple[str, int], pg: PgTarget) -> None:
+    schema, port = world
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE FUNCTION {schema}.shout(t text) RETURNS text LANGUAGE plpgsql "
+                     "AS $$ BEGIN RAISE NOTICE 'value %', t; RETURN 'ok'; END $$")
+        conn.execute(f"CREATE FUNCTION {schema}.fail(t text) RETURNS text LANGUAGE plpgsql "
+                     "AS $$ BEGIN RAISE EXCEPTION 'bad %', t; END $$")
+    failing = [
+        # a unique violation prints the key
+        f"UPDATE {schema}.customers SET email = (SELECT email FROM {schema}.customers "
+        "WHERE id = 2) WHERE id = 1",
+        f"INSERT INTO {schema}.customers VALUES (3, 'X', 'jane.roe@example.com', '1', '2')",
+        # a failed cast prints its input
+        f"SELECT id FROM {schema}.customers WHERE email::int = 1",
+        f"SELECT id FROM {schema}.customers WHERE ssn::json IS NULL",
+        f"SELECT id FROM {schema}.customers WHERE card::uuid IS NULL",
+        # a function raises what it was given
+        f"SELECT {schema}.fail(email) FROM {schema}.customers",
+    ]
+    notices: list[str] = []
+    with psycopg.connect(client_dsn(port), autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(f"{d.message_primary} {d.context}"))
+        seen = []
+        for sql in failing:
+            with pytest.raises(psycopg.Error) as ei:
+                conn.execute(sql)
+            seen.append(_error_text(ei.value))
+        # extended protocol, named prepared statement: scrubbed at every execution
+        for _ in range(2):
+            with pytest.raises(psycopg.errors.InvalidTextRepresentation) as ei:
+                conn.execute(f"SELECT id FROM {schema}.customers WHERE email::int = %s", (1,),
+                             prepare=True)
+            seen.append(_error_text(ei.value))
+        rows = conn.execute(f"SELECT {schema}.shout(email) FROM {schema}.customers").fetchall()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert rows == [("****",), ("****",)]
+    assert len(notices) == 2 and all("withheld" in n for n in notices)
+    assert "duplicate key value violates unique constraint" in seen[0]
+    assert "invalid input syntax for type integer" in seen[2]
+    no_secret(seen + notices)
+    for text in seen + notices:
+        for secret in SECRETS:
+            assert secret.replace("-", "") not in text.replace("-", "")
+
+
+def test_errors_of_other_statements_keep_their_detail(world: tuple[str, int]) -> None:
+    _, port = world
+    with psycopg.connect(client_dsn(port), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as ei:
+            conn.execute("SELECT 'not a number'::int")
+    assert '"not a number"' in str(ei.value)
