@@ -315,7 +315,8 @@ def _guardrails(table: Any) -> GuardrailsSettings:
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{p}.policy_file",
                                   f"{policy_file} is not valid TOML: {exc}") from None
-            profiles = parse_profiles(data)
+            # A key_file in the policy file is relative to the policy file.
+            profiles = parse_profiles(_relative_paths(data, Path(policy_file).parent))
         else:
             profiles = parse_profiles({"profiles": table["profiles"]}, prefix=f"{p}.")
     except PolicyError as exc:

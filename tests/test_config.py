@@ -432,3 +432,29 @@ def test_unloadable_tls_files_are_config_errors(tmp_path: Path) -> None:
                          postgres__databases__test__tls_ca_file=str(cert)))
     assert err.key == f"{DB}.tls_ca_file"
     assert "cannot load CA certificates" in str(err)
+
+
+def test_masking_key_file_is_relative_to_the_policy_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policies = tmp_path / "etc" / "policies"
+    policies.mkdir(parents=True)
+    (policies / "mask.key").write_text("0123456789abcdef-key\n")
+    (policies / "policy.toml").write_text("""
+[profiles.agent.masking]
+key_file = "mask.key"
+[[profiles.agent.masking.column]]
+columns = ["public.customers.email"]
+strategy = "hash"
+""")
+    path = write_config(tmp_path / "etc" / "wiregate.toml", """
+[postgres.databases.test]
+host = "db"
+user = "app"
+[guardrails]
+policy_file = "policies/policy.toml"
+default_profile = "agent"
+""")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path)
+    assert cfg.guardrails is not None
+    assert cfg.guardrails.mask_keys == {"agent": b"0123456789abcdef-key"}
