@@ -175,14 +175,38 @@ class Catalog:
     def lineage_resolver(self, path: Sequence[str]) -> Resolver:
         """Relation columns for column lineage: a table's columns carry themselves, a view's
         carry its definition's lineage (views over views expanded; a cycle or a definition
-        that does not parse is UNRESOLVED)."""
+        that does not parse is UNRESOLVED). The planner's statistics (pg_stats,
+        pg_statistic, ...) hold sampled values of any column: those carry ANY_MASKED, also
+        when the catalog does not list pg_catalog's relations."""
+        from policies.lineage import STATISTICS_COLUMNS, statistics_columns
+
         memo = self.__dict__.setdefault("_lineage_memo", {})
         busy: set[Name] = set()
 
+        def system_statistics(name: Name) -> bool:
+            """The name denotes a pg_catalog statistics relation, as the server looks it up:
+            unqualified, pg_catalog wins unless a relation earlier on the path shadows it."""
+            if name.name not in STATISTICS_COLUMNS:
+                return False
+            if name.schema is not None:
+                return name.schema == "pg_catalog"
+            for schema in self.effective_path(path):
+                if schema == "pg_catalog":
+                    return True
+                if Name(schema, name.name) in self.relations:
+                    return False
+            return True
+
         def resolve(name: Name) -> list[tuple[str, Sources]] | None:
-            rel = self.resolve_relation(name, path)
+            stats = system_statistics(name)
+            rel = self.relations.get(Name("pg_catalog", name.name)) if stats \
+                else self.resolve_relation(name, path)
             if rel is None:
-                return None
+                return statistics_columns(name.name, None) if stats else None
+            cols = columns_of(rel)
+            return statistics_columns(name.name, cols) if stats and cols is not None else cols
+
+        def columns_of(rel: RelationInfo) -> list[tuple[str, Sources]] | None:
             if rel.name in memo:
                 return list(memo[rel.name])
             if rel.definition is None or rel.kind not in ("v", "m"):
