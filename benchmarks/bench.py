@@ -44,6 +44,9 @@ BENCH_DB = "wiregate_bench"
 SCALE = 10
 ACCOUNTS = 100_000 * SCALE
 ALL_TARGETS = ("direct", "pgbouncer", "wiregate", "guarded", "masked")
+# Not in the default run: ``detectors`` = ``masked`` plus every content detector on every
+# other text column (--targets direct,masked,detectors measures what they cost).
+EXTRA_TARGETS = ("detectors",)
 POLICY_FILE = ROOT / "examples" / "policy.toml"
 GUARDED_PROFILE = "agent-readonly"  # read-only session with a statement timeout; -S only reads
 # ``masked``: the same profile, masking the bulk read's widest column with a partial strategy,
@@ -57,6 +60,7 @@ columns = ["public.pgbench_accounts.filler"]
 strategy = "partial"
 keep_last = 4
 """
+DETECTORS_LINE = 'detectors = ["email", "card", "ssn", "phone", "iban", "api_key"]\n'
 ALL_MODES = ("simple", "extended", "prepared")
 BULK_SQL = "SELECT aid, bid, abalance, filler FROM pgbench_accounts"
 BULK_BYTES_SQL = (
@@ -261,7 +265,7 @@ def check_query(target: Target) -> None:
                          f"{target.log_tail()}") from exc
     if got is None or got[0] != SCALE:
         raise BenchError(f"{target.name}: unexpected pgbench_branches count {got}")
-    if target.name == "masked":
+    if target.name in ("masked", "detectors"):
         # The figures only mean something if the rows really are rewritten.
         with psycopg.connect(target.conninfo(), connect_timeout=10) as conn:
             filler = conn.execute("SELECT filler FROM pgbench_accounts LIMIT 1").fetchone()
@@ -898,7 +902,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--duration", type=int, default=None, help="seconds per pgbench run (20)")
     ap.add_argument("--runs", type=int, default=None, help="runs per cell, median taken (3)")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
-                    help="comma-separated subset of: " + ", ".join(ALL_TARGETS))
+                    help="comma-separated subset of: " + ", ".join(ALL_TARGETS + EXTRA_TARGETS))
     ap.add_argument("--modes", default=",".join(ALL_MODES), help="pgbench -M modes")
     ap.add_argument("--clients", default=None, help="comma-separated client counts (10,50)")
     ap.add_argument("--threads", type=int, default=2, help="pgbench -j (2)")
@@ -925,14 +929,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     else [10] if args.quick else [10, 50])
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [t for t in args.targets if t not in ALL_TARGETS]
+    bad = [t for t in args.targets if t not in ALL_TARGETS + EXTRA_TARGETS]
     if bad or not args.targets:
-        ap.error(f"unknown target(s) {bad}; choose from {', '.join(ALL_TARGETS)}")
+        ap.error(f"unknown target(s) {bad}; choose from {', '.join(ALL_TARGETS + EXTRA_TARGETS)}")
     badm = [m for m in args.modes if m not in ALL_MODES]
     if badm or not args.modes:
         ap.error(f"unknown mode(s) {badm}; choose from {', '.join(ALL_MODES)}")
     # Keep the canonical order so tables read direct | pgbouncer | wiregate | guarded.
-    args.targets = [t for t in ALL_TARGETS if t in args.targets]
+    args.targets = [t for t in ALL_TARGETS + EXTRA_TARGETS if t in args.targets]
     return args
 
 
@@ -982,9 +986,12 @@ def _run(args: argparse.Namespace, started: dt.datetime, tmp: Path) -> int:
             t = start_wiregate(tmp, args.pg_host, args.pg_port, args.pg_user, args.workers,
                                profile=GUARDED_PROFILE, name="guarded")
         else:
+            section = MASKING_SECTION
+            if name == "detectors":
+                section = section.replace('default_strategy = "redact"\n',
+                                          'default_strategy = "redact"\n' + DETECTORS_LINE)
             t = start_wiregate(tmp, args.pg_host, args.pg_port, args.pg_user, args.workers,
-                               profile=GUARDED_PROFILE, name="masked",
-                               masking=MASKING_SECTION)
+                               profile=GUARDED_PROFILE, name=name, masking=section)
         targets.append(t)
 
     report = Report(

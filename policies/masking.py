@@ -21,7 +21,7 @@ from typing import Literal
 from policies import detectors
 from policies.decision import CellRewrite, Column
 from policies.detectors import DETECTORS
-from policies.lineage import Output
+from policies.lineage import ANY_MASKED, Output
 
 StrategyName = Literal["null", "redact", "partial", "email", "hash", "fake"]
 STRATEGIES: tuple[StrategyName, ...] = ("null", "redact", "partial", "email", "hash", "fake")
@@ -397,11 +397,14 @@ def _strategy(name: object, params: dict[str, object], key: str) -> Strategy:
 class MaskTransform:
     """The result transform of one statement: per output position, the strategy its lineage
     calls for. A result whose shape does not match the lineage (a different column count) is
-    masked whole by the default strategy: the plan never guesses which column is which."""
+    masked whole by the default strategy: the plan never guesses which column is which. With
+    content detectors on, every other text or JSON column is scanned for PII as well."""
 
-    def __init__(self, plan: list[Strategy | None], default: Strategy) -> None:
+    def __init__(self, plan: list[Strategy | None], default: Strategy,
+                 detectors: tuple[str, ...] = ()) -> None:
         self.positions = plan
         self.default = default
+        self.detectors = detectors
 
     @classmethod
     def for_outputs(cls, outputs: list[Output], masking: MaskingPolicy,
@@ -412,7 +415,7 @@ class MaskTransform:
         for o in outputs:
             chosen = [s for s in (masking.strategy_for(c.schema, c.table, c.column)
                                   for c in o.columns) if s is not None]
-            if not o.resolved:
+            if not o.resolved or ANY_MASKED in o.sources:
                 plan.append(default)           # on_unresolved = "refuse" is the policy's call
             elif chosen and not o.derived and len(o.columns) == 1:
                 plan.append(replace(chosen[0], key=key))
@@ -420,15 +423,55 @@ class MaskTransform:
                 plan.append(default)           # derived from a masked column: masked whole
             else:
                 plan.append(None)
-        if not any(plan):
+        if not any(plan) and not masking.detectors:
             return None
-        return cls(plan, default)
+        return cls(plan, default, masking.detectors)
 
     def plan(self, columns: Sequence[Column]) -> dict[int, CellRewrite]:
         if len(columns) != len(self.positions):
             return {c.index: cell_rewrite(self.default, c) for c in columns}
-        return {c.index: cell_rewrite(s, c)
-                for c, s in zip(columns, self.positions, strict=True) if s is not None}
+        out = {c.index: cell_rewrite(s, c)
+               for c, s in zip(columns, self.positions, strict=True) if s is not None}
+        if self.detectors:
+            for c in columns:
+                if c.index not in out and (c.type_oid in TEXT_TYPES or c.type_oid in JSON_TYPES):
+                    out[c.index] = _DetectCell(self.detectors, c.type_oid in JSON_TYPES,
+                                               c.format == 1 and c.type_oid == 3802)
+        return out
+
+
+class _DetectCell:
+    """A cell of a column nobody listed, scanned by the content detectors: most cells fail
+    the byte pre-check and go out as they came; a JSON value with a finding becomes a JSON
+    string of the scrubbed text, so it still parses."""
+
+    __slots__ = ("kinds", "json", "jsonb_binary", "memo")
+
+    def __init__(self, kinds: tuple[str, ...], json: bool, jsonb_binary: bool) -> None:
+        self.kinds = kinds
+        self.json = json
+        self.jsonb_binary = jsonb_binary
+        self.memo: dict[bytes, bytes | None] = {}
+
+    def __call__(self, cell: bytes | None) -> bytes | None:
+        if cell is None or not detectors.might_contain(cell):
+            return cell
+        memo = self.memo
+        if cell in memo:
+            return memo[cell]
+        raw = cell[1:] if self.jsonb_binary else cell
+        text = raw.decode("utf-8", errors="replace")
+        clean = detectors.scrub(text, self.kinds)
+        if clean == text:
+            out = cell
+        elif self.json:
+            quoted = '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            out = (b"\x01" if self.jsonb_binary else b"") + quoted.encode()
+        else:
+            out = clean.encode()
+        if len(memo) < MEMO_SIZE:
+            memo[cell] = out
+        return out
 
 
 # -- errors and notices -------------------------------------------------------------------------

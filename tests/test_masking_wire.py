@@ -252,3 +252,35 @@ def test_errors_of_other_statements_keep_their_detail(world: tuple[str, int]) ->
         with pytest.raises(psycopg.errors.InvalidTextRepresentation) as ei:
             conn.execute("SELECT 'not a number'::int")
     assert '"not a number"' in str(ei.value)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_detectors_mask_pii_in_columns_nobody_listed(pg: PgTarget, proxy_factory: Any,
+                                                     tmp_path: Path, binary: bool) -> None:
+    schema = f"wg_detect_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.tickets (id int, body text, meta jsonb, n int)")
+        conn.execute(f"INSERT INTO {schema}.tickets VALUES "
+                     "(1, 'write to jane.roe@example.com, card 4242 4242 4242 4242', "
+                     "'{\"contact\": \"john.doe@example.org\"}', 7), "
+                     "(2, 'nothing to see', '{\"k\": 1}', 8)")
+    policy = tmp_path / "policy.toml"
+    policy.write_text("""
+[profiles.agent]
+[profiles.agent.masking]
+detectors = ["email", "card", "ssn", "phone", "iban", "api_key"]
+""")
+    proxy = proxy_factory(guardrails={"policy_file": str(policy)},
+                          upstream={"profile": "agent"})
+    try:
+        with psycopg.connect(client_dsn(proxy.port)) as conn:
+            rows = conn.cursor(binary=binary).execute(
+                f"SELECT id, body, meta, n FROM {schema}.tickets ORDER BY id").fetchall()
+    finally:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    assert rows[0][1] == "write to ****, card ****"
+    assert rows[0][2] == '{"contact": "****"}'       # still JSON: a string now
+    assert rows[1] == (2, "nothing to see", {"k": 1}, 8)
+    assert rows[0][3] == 7
