@@ -29,7 +29,16 @@ from policies.catalog import Catalog
 from policies.decision import ALLOW, Allow, Decision, Deny, Hold, SessionInfo, Statement
 from policies.facts import Call, Facts, Name, Setting, Unparseable
 from policies.guardrails import Context, Guardrails, Profile, Refusal
-from policies.lineage import lineage
+from policies.lineage import (
+    ANY_MASKED,
+    CALL,
+    UNRESOLVED,
+    Output,
+    Sink,
+    is_marker,
+    lineage,
+    sinks,
+)
 from policies.masking import MaskingPolicy, MaskTransform, scrub_message
 
 CACHE_SIZE = 4096
@@ -103,6 +112,10 @@ class _Verdict:
 
 
 MAX_NAMED = 10_000
+# Statements whose result rows lineage traces (RETURNING lists, COPY's columns).
+_ROW_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt",
+                        "CopyStmt"})
+_BUILTIN_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 _PLAIN_ALLOW = _Verdict(None, (), False)
 
 
@@ -458,9 +471,10 @@ class GuardPolicy:
                  ctx: Context, named: tuple[str, str, str] | None = None
                  ) -> Refusal | MaskTransform | None:
         """How the rows this statement returns are masked: a transform from the lineage of a
-        SELECT (or of the query a cursor or SQL PREPARE names, applied at each FETCH or
-        EXECUTE), or a refusal where rows carrying masked columns would leave by a way the
-        transform does not cover (COPY, RETURNING, several result sets)."""
+        SELECT, a RETURNING list, or the query a cursor or SQL PREPARE names (applied at each
+        FETCH or EXECUTE). Refused: copying masked values anywhere they would not be masked
+        (another column, a new table, a setting, a notification, a file), COPY of masked
+        columns (copy data is not rewritten) and several result sets in one string."""
         masking = state.profile.masking
         assert masking is not None
         catalog = ctx.catalog
@@ -469,20 +483,38 @@ class GuardPolicy:
                            "masked columns", missing=True)
         if named is not None and named[0] != "open":
             return None  # decided per session when the statement runs (_named)
+        resolver = catalog.lineage_resolver(ctx.path())
+        reads_masked = any(self._holds_masked(n, catalog, ctx, masking)
+                           for f in facts for n in f.reads)
+        try:
+            found = sinks(sql, resolver)
+        except (ParseError, ValueError):
+            found = []
+        for sink in found:
+            refusal = self._sink_refusal(sink, masking, catalog, ctx, reads_masked)
+            if refusal is not None:
+                return refusal
         query = named[2] if named is not None else sql
-        if (named is not None and query) or (named is None and len(facts) == 1
-                                             and facts[0].kind == "SelectStmt"
-                                             and not facts[0].writes):
+        kind = facts[0].kind if len(facts) == 1 else ""
+        if (named is not None and query) or (named is None and kind in _ROW_KINDS):
             try:
-                outputs = lineage(query, catalog.lineage_resolver(ctx.path()))
+                outputs = lineage(query, resolver)
             except (ParseError, ValueError):
-                outputs = []
+                outputs = [Output("?", frozenset({UNRESOLVED}))]
+            outputs = [self._through_calls(o, catalog, ctx) for o in outputs]
             if masking.on_unresolved == "refuse" and any(not o.resolved for o in outputs):
                 return Refusal(MASKING_RULE, "masking", "the statement returns a column "
                                "whose source cannot be traced",
                                hint="Name the columns and tables you read.")
             key = self.mask_keys.get(state.profile.name, b"")
-            return MaskTransform.for_outputs(outputs, masking, key)
+            transform = MaskTransform.for_outputs(outputs, masking, key)
+            if kind == "CopyStmt" and transform is not None and any(transform.positions):
+                masked = [o.name for o, p in zip(outputs, transform.positions, strict=True) if p]
+                return Refusal(MASKING_RULE, "masking", "COPY would send masked columns ("
+                               + ", ".join(masked) + ") unmasked: copy data is not rewritten",
+                               hint="Leave the masked columns out of the COPY, or SELECT "
+                                    "them: query results come back masked.")
+            return None if kind == "CopyStmt" else transform
         touched = {n for f in facts for n in f.reads} | {w.target for f in facts
                                                           for w in f.writes}
         if not any(self._holds_masked(n, catalog, ctx, masking) for n in touched):
@@ -492,9 +524,55 @@ class GuardPolicy:
                      "MergeStmt", "VariableShowStmt"} and not _returns_rows(sql, facts):
             return None
         return Refusal(MASKING_RULE, "masking", "rows holding masked columns would leave by "
-                       "a path Wiregate does not mask (a cursor, COPY, RETURNING, a prepared "
-                       "SQL statement or several statements in one string)",
-                       hint="Send one plain SELECT; masked columns come back masked.")
+                       "a path Wiregate does not mask (several statements in one string, or "
+                       "a prepared statement that writes and returns rows)",
+                       hint="Send one statement at a time; masked columns come back masked.")
+
+    def _user_function(self, name: Name, catalog: Catalog, ctx: Context) -> bool:
+        """A function Wiregate cannot see into: one of the database's own, or unknown."""
+        found = catalog.routines_named(name, ctx.path())
+        return not found or any(r.name.schema not in _BUILTIN_SCHEMAS for r in found)
+
+    def _through_calls(self, output: Output, catalog: Catalog, ctx: Context) -> Output:
+        """An output that carries what a user function returned may carry anything that
+        function can read: untraceable."""
+        if any(self._user_function(n, catalog, ctx) for n in output.calls):
+            return Output(output.name, output.sources | {UNRESOLVED})
+        return output
+
+    def _sink_refusal(self, sink: Sink, masking: MaskingPolicy, catalog: Catalog,
+                      ctx: Context, reads_masked: bool) -> Refusal | None:
+        """A masked value stored or sent where it would be read back unmasked. A value that
+        cannot be traced counts when the statement reads masked columns; what a user
+        function returns always counts (it may read them itself)."""
+        masked = sorted(s for s in sink.sources if not is_marker(s)
+                        and masking.strategy_for(s.schema, s.table, s.column) is not None)
+        unknown = ANY_MASKED in sink.sources or (reads_masked and UNRESOLVED in sink.sources) \
+            or any(self._user_function(Name(s.table or None, s.column), catalog, ctx)
+                   for s in sink.sources if s.schema == CALL)
+        if not masked and not unknown:
+            return None
+        target = sink.target
+        if target is not None and not unknown:
+            strategy = masking.strategy_for(target.schema, target.table, target.column)
+            if strategy is not None and all(
+                    masking.strategy_for(s.schema, s.table, s.column) == strategy
+                    for s in masked):
+                return None   # into a column masked the same way: it stays masked
+        what = ", ".join(str(s) for s in masked) or "a value Wiregate cannot trace"
+        if sink.kind == "create_table_as":
+            where = "a new table"
+        elif sink.kind == "copy_file":
+            where = "a file"
+        elif sink.kind.startswith("function:"):
+            where = sink.kind.split(":", 1)[1] + "()"
+        elif target is not None:
+            where = f"column {target}"
+        else:
+            where = "a column that is not masked the same way"
+        return Refusal(MASKING_RULE, "masking", f"the statement copies {what} into {where}, "
+                       "where it would be read back unmasked",
+                       hint="Masked columns may be filtered and joined on, not copied.")
 
     def _touches_masked(self, facts: list[Facts], masking: MaskingPolicy | None,
                         ctx: Context) -> bool:

@@ -22,9 +22,9 @@ from pglast import ast, enums, parse_sql
 from policies.facts import Name
 from policies.statements import children
 
-__all__ = ["ANY_MASKED", "DERIVED", "STATISTICS_COLUMNS", "STATISTICS_VALUES", "UNRESOLVED",
-           "Output", "Resolver", "Sink", "Source", "Sources", "lineage", "sinks",
-           "statistics_columns", "table_columns"]
+__all__ = ["ANY_MASKED", "CALL", "DERIVED", "STATISTICS_COLUMNS", "STATISTICS_VALUES",
+           "UNRESOLVED", "is_marker", "Output", "Resolver", "Sink", "Source", "Sources",
+           "lineage", "sinks", "statistics_columns", "table_columns"]
 
 
 @dataclass(frozen=True, order=True)
@@ -47,6 +47,14 @@ DERIVED = Source("", "", "(derived)")
 # statistics (pg_stats.most_common_vals, pg_statistic.stavalues1, ...) sample stored values.
 ANY_MASKED = Source("*", "*", "*")
 _MARKERS = frozenset({UNRESOLVED, DERIVED, ANY_MASKED})
+# A value a function returned: ``Source(CALL, schema or "", name)``. Lineage cannot see inside
+# a function; the caller resolves the name against the catalog and treats a function of its
+# own (not a built-in) as able to return any value it can read.
+CALL = "()"
+
+
+def is_marker(s: Source) -> bool:
+    return s in _MARKERS or s.schema == CALL
 Sources = frozenset[Source]
 
 # The planner's statistics in pg_catalog: each relation's columns in order (PostgreSQL 17, for
@@ -113,7 +121,13 @@ class Output:
     @property
     def columns(self) -> list[Source]:
         """The stored columns it may carry (markers left out)."""
-        return sorted(s for s in self.sources if s not in _MARKERS)
+        return sorted(s for s in self.sources if not is_marker(s))
+
+    @property
+    def calls(self) -> list[Name]:
+        """The functions whose results it may carry."""
+        return sorted({Name(s.table or None, s.column) for s in self.sources
+                       if s.schema == CALL}, key=str)
 
 
 @dataclass(frozen=True)
@@ -681,7 +695,11 @@ def _call(node: ast.FuncCall, scope: _Scope, ctx: _Ctx) -> Sources:
         if positions is not None and not any(isinstance(a, ast.NamedArgExpr) for a in args):
             args = [args[i] for i in positions if i < len(args)]
         ctx.sink(f"function:{name}", None, _union(_value(a, scope, ctx) for a in args))
-    return frozenset({UNRESOLVED}) if name in _OPAQUE_RESULTS else frozenset()
+    if name in _OPAQUE_RESULTS:
+        return frozenset({UNRESOLVED})
+    qualified = [n.sval or "" for n in node.funcname or () if isinstance(n, ast.String)]
+    schema = qualified[-2].lower() if len(qualified) >= 2 else ""
+    return frozenset({Source(CALL, schema, name)})
 
 
 def _func_name(node: ast.FuncCall) -> str:

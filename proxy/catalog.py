@@ -48,8 +48,16 @@ _H16 = struct.Struct("!h")
 _versions = itertools.count(1)
 
 
+# Errors a concurrent DROP can cause mid-read ("could not open relation with OID", "cache
+# lookup failed", undefined object): the read is retried.
+_RACES = frozenset({"XX000", "42P01", "42704", "42883", "40001", "40P01"})
+_ATTEMPTS = 5
+
+
 class CatalogError(Exception):
     """The catalog could not be read; the message says where and why (never the SQL sent)."""
+
+    transient = False   # a race with concurrent DDL: reading again may succeed
 
 
 # -- the queries ----------------------------------------------------------------------------
@@ -248,8 +256,10 @@ async def _run_query(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         else:
             raise m.ProtocolViolation(f"unexpected message {code!r} in a query response")
     if error is not None:
-        raise CatalogError(f"the server refused the catalog query: {error.message} "
+        exc = CatalogError(f"the server refused the catalog query: {error.message} "
                            f"(SQLSTATE {error.sqlstate or 'unknown'})")
+        exc.transient = error.sqlstate in _RACES
+        raise exc
     return results
 
 
@@ -305,7 +315,16 @@ async def load_catalog(up: Upstream, version: int,
     missing catalog is never mistaken for an empty one."""
     where = _where(up)
     try:
-        return await asyncio.wait_for(_load(up, version), timeout)
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await asyncio.wait_for(_load(up, version), timeout)
+            except CatalogError as exc:
+                # DDL in another session between the catalog scan and a per-object lookup
+                # (pg_get_viewdef of a view just dropped): read again.
+                if not exc.transient or attempt == _ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
     except CatalogError as exc:
         raise CatalogError(f"catalog of {where}: {exc}") from exc
     except UpstreamError as exc:

@@ -290,3 +290,35 @@ def test_first_load_failure_raises(pg: PgTarget) -> None:
         assert cache.current(up) is None
 
     asyncio.run(main())
+
+
+def test_reads_survive_concurrent_ddl(pg: PgTarget, up: Upstream, schema: str) -> None:
+    """Views created and dropped while the catalog is read (pg_get_viewdef of a view that is
+    gone by then): every read still succeeds."""
+    import threading
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            i = 0
+            while not stop.is_set():
+                conn.execute(f"CREATE VIEW {schema}.churn_{i % 4} AS SELECT 1 AS x")
+                conn.execute(f"DROP VIEW {schema}.churn_{i % 4}")
+                i += 1
+                time.sleep(0.01)
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        async def reads() -> int:
+            done = 0
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                await load_catalog(up, done)
+                done += 1
+            return done
+        assert asyncio.run(reads()) > 5
+    finally:
+        stop.set()
+        worker.join()
