@@ -122,6 +122,20 @@ _PLAIN_ALLOW = _Verdict(None, (), False)
 MASKING_RULE = "wiregate.masking"
 
 
+def user_function(name: Name, catalog: Catalog, ctx: Context) -> bool:
+    """A function Wiregate cannot see into: one of the database's own, or unknown."""
+    found = catalog.routines_named(name, ctx.path())
+    return not found or any(r.name.schema not in _BUILTIN_SCHEMAS for r in found)
+
+
+def through_calls(output: Output, catalog: Catalog, ctx: Context) -> Output:
+    """An output that carries what a user function returned may carry anything that function
+    can read: untraceable."""
+    if any(user_function(n, catalog, ctx) for n in output.calls):
+        return Output(output.name, output.sources | {UNRESOLVED})
+    return output
+
+
 def _named_op(sql: str, facts: list[Facts]) -> tuple[str, str, str] | None:
     """(op, name, query) when the statement opens, reads or closes a cursor or a SQL-prepared
     statement: its rows are masked by the lineage kept under that name."""
@@ -501,7 +515,7 @@ class GuardPolicy:
                 outputs = lineage(query, resolver)
             except (ParseError, ValueError):
                 outputs = [Output("?", frozenset({UNRESOLVED}))]
-            outputs = [self._through_calls(o, catalog, ctx) for o in outputs]
+            outputs = [through_calls(o, catalog, ctx) for o in outputs]
             if masking.on_unresolved == "refuse" and any(not o.resolved for o in outputs):
                 return Refusal(MASKING_RULE, "masking", "the statement returns a column "
                                "whose source cannot be traced",
@@ -528,17 +542,6 @@ class GuardPolicy:
                        "a prepared statement that writes and returns rows)",
                        hint="Send one statement at a time; masked columns come back masked.")
 
-    def _user_function(self, name: Name, catalog: Catalog, ctx: Context) -> bool:
-        """A function Wiregate cannot see into: one of the database's own, or unknown."""
-        found = catalog.routines_named(name, ctx.path())
-        return not found or any(r.name.schema not in _BUILTIN_SCHEMAS for r in found)
-
-    def _through_calls(self, output: Output, catalog: Catalog, ctx: Context) -> Output:
-        """An output that carries what a user function returned may carry anything that
-        function can read: untraceable."""
-        if any(self._user_function(n, catalog, ctx) for n in output.calls):
-            return Output(output.name, output.sources | {UNRESOLVED})
-        return output
 
     def _sink_refusal(self, sink: Sink, masking: MaskingPolicy, catalog: Catalog,
                       ctx: Context, reads_masked: bool) -> Refusal | None:
@@ -548,7 +551,7 @@ class GuardPolicy:
         masked = sorted(s for s in sink.sources if not is_marker(s)
                         and masking.strategy_for(s.schema, s.table, s.column) is not None)
         unknown = ANY_MASKED in sink.sources or (reads_masked and UNRESOLVED in sink.sources) \
-            or any(self._user_function(Name(s.table or None, s.column), catalog, ctx)
+            or any(user_function(Name(s.table or None, s.column), catalog, ctx)
                    for s in sink.sources if s.schema == CALL)
         if not masked and not unknown:
             return None

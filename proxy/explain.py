@@ -17,9 +17,10 @@ from pglast.parser import ParseError
 
 from policies.catalog import Catalog
 from policies.facts import Facts, Name, Unparseable
-from policies.guard import split_search_path
+from policies.guard import split_search_path, through_calls, user_function
 from policies.guardrails import Context, Guardrails, PolicyError, Profile, parse_profiles
 from policies.lineage import lineage
+from policies.masking import MaskTransform
 from policies.statements import analyze
 from proxy.catalog import CatalogError, load_catalog, load_snapshot, save_snapshot
 from proxy.config import Config, ConfigError, Upstream, load_config
@@ -134,30 +135,35 @@ def describe(f: Facts, ctx: Context) -> list[str]:
 
 
 def output_lineage(sql: str, profile: Profile, catalog: Catalog, ctx: Context) -> list[str]:
-    """Each output column, the source columns it may carry, and how it would be masked."""
+    """Each output column, the source columns it may carry, and how the guard masks it (the
+    same transform the proxy applies)."""
     try:
-        outputs = lineage(sql, catalog.lineage_resolver(ctx.path()))
+        outputs = [through_calls(o, catalog, ctx)
+                   for o in lineage(sql, catalog.lineage_resolver(ctx.path()))]
     except (ParseError, ValueError):
         return ["output:   lineage unavailable"]
-    lines = []
     masking = profile.masking
-    for o in outputs:
+    transform = MaskTransform.for_outputs(outputs, masking, b"") if masking else None
+    lines = []
+    for i, o in enumerate(outputs):
         sources = ", ".join(str(c) for c in o.columns)
+        extra = [f"{n}() (a function of the database's own)" for n in o.calls
+                 if user_function(n, catalog, ctx)]
+        if o.any_masked:
+            extra.append("(any column's values)")
         if not o.resolved:
-            sources = f"{sources}, (unresolved)" if sources else "(unresolved)"
-        sources = sources or "(constants only)"
+            extra.append("(unresolved)")
+        sources = ", ".join(x for x in [sources, *extra] if x) or "(constants only)"
         if o.derived:
             sources += " (derived)"
         verdict = ""
-        if masking is not None:
-            chosen = [st for st in (masking.strategy_for(c.schema, c.table, c.column)
-                                    for c in o.columns) if st is not None]
-            if not o.resolved:
-                verdict = f"  → {masking.on_unresolved} (lineage unresolved)"
-            elif chosen and not o.derived and len(o.columns) == 1:
-                verdict = f"  → masked: {chosen[0].name}"
-            elif chosen:
-                verdict = f"  → masked whole: {masking.default.name}"
+        chosen = transform.positions[i] if transform is not None else None
+        if masking is not None and not o.resolved:
+            verdict = f"  → {masking.on_unresolved} (lineage unresolved)"
+        elif chosen is not None and (o.derived or o.any_masked or len(o.columns) != 1):
+            verdict = f"  → masked whole: {chosen.name}"
+        elif chosen is not None:
+            verdict = f"  → masked: {chosen.name}"
         lines.append(f"output:   {o.name} ← {sources}{verdict}")
     return lines
 
