@@ -295,6 +295,22 @@ class GuardPolicy:
         session.policy_state["guard"] = state
         return state
 
+    def notification_payload(self, session: SessionInfo) -> Callable[[str], str] | None:
+        """A NOTIFY payload was written by whoever sent it (a trigger may put a whole row in
+        it); its lineage is unknown, so a masking profile masks it by the default strategy.
+        The channel and sender stay visible."""
+        profile = self.profile(session)
+        if profile.masking is None:
+            return None
+        strategy = replace(profile.masking.default,
+                           key=self.mask_keys.get(profile.name, b""))
+
+        def rewrite(payload: str) -> str:
+            if not payload:
+                return payload
+            return strategy.mask_text(payload) or ""
+        return rewrite
+
     def transaction_ended(self, session: SessionInfo) -> None:
         """The server is idle again after DDL was allowed (committed or rolled back): every
         worker re-reads the schema before it judges another statement."""

@@ -195,7 +195,7 @@ class Relay:
         self.be = Framer(VALID_BACKEND, limit, "backend")
         if track_results:
             self.fe.set_watch(b"QPBDECSHXF")
-            self.be.set_watch(b"ZEST12n3tCIsN")
+            self.be.set_watch(b"ZEST12n3tCIsNA")
             self.be.row_runs = True
         else:
             self.fe.set_watch(b"QPSHXF")
@@ -213,6 +213,7 @@ class Relay:
         # Errors and notices up to the end of batch ``scrub_batch`` pass through ``scrub``.
         self.scrub: MessageScrub | None = None
         self.scrub_batch = -1
+        self.payload = session.notification_payload() if track_results else None
         self.closed = False
         self.terminating = False
         self.bytes_up = 0
@@ -572,6 +573,13 @@ class Relay:
                 return scrubbed
         elif code == 0x4E:
             return None
+        elif code == 0x41:  # NotificationResponse
+            if self.payload is None:
+                return None
+            note = m.decode_backend(b"A", f.body)
+            assert isinstance(note, m.NotificationResponse)
+            return m.NotificationResponse(note.process_id, note.channel,
+                                          self.payload(note.payload)).encode()
         head = self.pending[0] if self.pending else None
         if head is None:
             return scrubbed

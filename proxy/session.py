@@ -133,6 +133,11 @@ class Session:
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
+    def notification_payload(self) -> Callable[[str], str] | None:
+        """How the policy rewrites NOTIFY payloads reaching this session (None: untouched)."""
+        hook = getattr(self.policy, "notification_payload", None)
+        return hook(self.info) if hook is not None else None
+
     # -- the decision point ----------------------------------------------------------------
 
     def decide(self, statement: Statement) -> Decision:

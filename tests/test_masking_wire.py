@@ -352,3 +352,19 @@ def test_user_functions_and_statistics_are_masked(world: tuple[str, int],
     assert stats and all(row[1] in (None, "****") and row[2] in (None, "****")
                          for row in stats)
     no_secret(leaked + stats)
+
+
+def test_notification_payloads_are_masked(world: tuple[str, int], pg: PgTarget) -> None:
+    """A trigger may NOTIFY a whole row: a payload's lineage is unknown, so it is masked; the
+    channel and the notification itself still arrive."""
+    _, port = world
+    with psycopg.connect(client_dsn(port), autocommit=True) as conn:
+        conn.execute("LISTEN wg_changes")
+        with psycopg.connect(pg.dsn(), autocommit=True) as direct:
+            direct.execute("SELECT pg_notify('wg_changes', %s)",
+                           ('{"email": "jane.roe@example.com"}',))
+            direct.execute("NOTIFY wg_changes")
+        got = []
+        for note in conn.notifies(timeout=5, stop_after=2):
+            got.append((note.channel, note.payload))
+    assert got == [("wg_changes", "****"), ("wg_changes", "")]
