@@ -477,7 +477,9 @@ class _DetectCell:
 # -- errors and notices -------------------------------------------------------------------------
 
 WITHHELD = "withheld by wiregate: the statement reads masked columns"
-_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+# From the first double quote to the last: the server does not escape quotes inside the value
+# it quotes (invalid input syntax for type integer: "a"b"), so nothing in between is kept.
+_QUOTED = re.compile(r'"[\s\S]*"')
 _KEY_VALUE = re.compile(r"\)=\((.*)\)")
 # Fields that name things, never hold values: severity, code, position, source location,
 # and the schema/table/column/type/constraint the error is about.
