@@ -22,6 +22,7 @@ from policies import detectors
 from policies.decision import CellRewrite, Column
 from policies.detectors import DETECTORS
 from policies.lineage import ANY_MASKED, Output
+from protocols.postgres import rows
 
 StrategyName = Literal["null", "redact", "partial", "email", "hash", "fake"]
 STRATEGIES: tuple[StrategyName, ...] = ("null", "redact", "partial", "email", "hash", "fake")
@@ -133,7 +134,7 @@ def cell_rewrite(strategy: Strategy, column: Column) -> CellRewrite:
     if strategy.name == "null":
         return _null
     if oid in TEXT_TYPES:
-        return _text_cell(strategy.mask_text)
+        return _text_cell(strategy)
     if oid in JSON_TYPES:
         return _json_cell(strategy, jsonb_binary=binary and oid == 3802)
     if oid in INT_TYPES:
@@ -176,11 +177,15 @@ class _TextCell:
     of a column are remembered. ``memo`` is public so the row walk can look a value up
     without calling back into Python."""
 
-    __slots__ = ("mask", "memo")
+    __slots__ = ("mask", "memo", "spec")
 
-    def __init__(self, mask: Callable[[str], str | None]) -> None:
+    def __init__(self, mask: Callable[[str], str | None],
+                 spec: tuple[int, int, int, bytes] | None = None) -> None:
         self.mask = mask
         self.memo: dict[bytes, bytes | None] = {}
+        # The same rewrite as bytes for an ASCII value, done by the row walk without a call
+        # (protocols/postgres/rows.py; checked equal to mask() in the tests).
+        self.spec = spec
 
     def __call__(self, cell: bytes | None) -> bytes | None:
         if cell is None:
@@ -195,8 +200,18 @@ class _TextCell:
         return out
 
 
-def _text_cell(mask: Callable[[str], str | None]) -> CellRewrite:
-    return _TextCell(mask)
+def _text_cell(strategy: Strategy) -> CellRewrite:
+    return _TextCell(strategy.mask_text, _byte_spec(strategy))
+
+
+def _byte_spec(strategy: Strategy) -> tuple[int, int, int, bytes] | None:
+    if strategy.name == "partial":
+        return (rows.STAR_ALNUM, strategy.keep_first, strategy.keep_last, b"")
+    if strategy.name == "email":
+        return (rows.EMAIL, 0, 0, strategy.token.encode())
+    if strategy.name == "redact":
+        return (rows.CONSTANT, 0, 0, strategy.token.encode())
+    return None
 
 
 def _json_cell(strategy: Strategy, jsonb_binary: bool) -> CellRewrite:

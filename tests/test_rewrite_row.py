@@ -30,7 +30,7 @@ def test_the_c_walk_was_built() -> None:
 def rewrite(walk: Walk, raw: bytes, plan: dict[int, rows.Rewrite]) -> bytes:
     p = rows.RowPlan(plan)
     try:
-        return walk(raw, 0, len(raw), p.columns, p.rewrites, p.memos)
+        return walk(raw, 0, len(raw), p.columns, p.rewrites, p.memos, p.specs)
     except ValueError as exc:
         raise m.ProtocolViolation(str(exc)) from None
 
@@ -141,3 +141,29 @@ def test_framer_hands_over_runs_of_whole_rows() -> None:
     assert [(chr(f.code), f.start) for f in frames] == [("D", -1), ("D", len(r3) - 4),
                                                         ("C", len(r3) - 4 + len(r1))]
     assert frames[0].buf == r3
+
+
+ascii_values = st.text(alphabet=st.characters(max_codepoint=127), max_size=40)
+any_values = st.text(max_size=20)
+
+
+@pytest.mark.skipif(not rows.ACCELERATED, reason="the byte specs exist in the C walk only")
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(ascii_values, any_values, st.none()), min_size=1, max_size=8),
+       st.sampled_from(["partial", "email", "redact"]), st.integers(0, 6), st.integers(0, 6))
+def test_byte_specs_give_what_the_strategy_gives(values: list[str | None], name: str,
+                                                 first: int, last: int) -> None:
+    """The C walk masks ASCII values itself; the result must be the strategy's, byte for
+    byte, and a value it cannot handle (not ASCII) still gets the strategy's answer."""
+    from policies.decision import Column
+    from policies.masking import Strategy, cell_rewrite
+
+    strategy = Strategy(name, keep_first=first, keep_last=last)  # type: ignore[arg-type]
+    column = Column(0, "c", 0, 0, 25, -1, -1, 0)
+    fast = cell_rewrite(strategy, column)
+    assert getattr(fast, "spec", None) is not None
+    run = b"".join(row(None if v is None else v.encode()) for v in values)
+    got = rewrite(_rows.rewrite_rows, run, {0: fast})
+    want = b"".join(row(None if v is None else strategy.mask_text(v).encode())  # type: ignore[union-attr]
+                    for v in values)
+    assert got == want

@@ -20,17 +20,29 @@ _H = struct.Struct("!h")
 _I = struct.Struct("!i")
 
 
+# Byte-level rewrites the C walk applies itself to an ASCII value (a rewrite announces one
+# as its ``spec`` attribute: (op, keep_first, keep_last, token)); they must give exactly
+# what the rewrite's own call gives for that value. Other values go to the call.
+STAR_ALNUM = 1   # ASCII letters and digits become "*" but the first/last ones kept
+EMAIL = 2        # first character of the local part, "***@", the domain; else the token
+CONSTANT = 3     # the token, for any non-NULL value
+Spec = tuple[int, int, int, bytes]
+
+
 class RowPlan:
     """The planned cells of a result, in the form the row walk wants: increasing column
-    indexes, each with its rewrite and (when the rewrite keeps one) its memo of values."""
+    indexes, each with its rewrite, its memo of values and its byte-level spec (when the
+    rewrite has them)."""
 
-    __slots__ = ("columns", "rewrites", "memos")
+    __slots__ = ("columns", "rewrites", "memos", "specs")
 
     def __init__(self, plan: Mapping[int, Rewrite]) -> None:
         order = sorted(plan)
         self.columns = tuple(order)
         self.rewrites = tuple(plan[i] for i in order)
         self.memos = tuple(getattr(plan[i], "memo", None) for i in order)
+        self.specs: tuple[Spec | None, ...] = tuple(getattr(plan[i], "spec", None)
+                                                    for i in order)
 
     def __bool__(self) -> bool:
         return bool(self.columns)
@@ -49,7 +61,9 @@ def py_row_run_end(data: bytes, pos: int, limit: int) -> int:
 
 def py_rewrite_rows(data: bytes, start: int, end: int, columns: tuple[int, ...],
                     rewrites: tuple[Rewrite, ...],
-                    memos: tuple[dict[bytes, bytes | None] | None, ...]) -> bytes:
+                    memos: tuple[dict[bytes, bytes | None] | None, ...],
+                    specs: tuple[Spec | None, ...] = ()) -> bytes:
+    """The reference walk: specs are a speed-up of the C walk only, so they are not used."""
     if start < 0 or end > len(data) or start > end:
         raise ValueError("row span out of range")
     last = columns[-1] if columns else -1
@@ -114,6 +128,7 @@ else:
 def rewrite_rows(data: bytes, start: int, end: int, plan: RowPlan) -> bytes:
     """``data[start:end]`` (whole DataRows) with the planned cells rewritten."""
     try:
-        return _rewrite_rows(data, start, end, plan.columns, plan.rewrites, plan.memos)
+        return _rewrite_rows(data, start, end, plan.columns, plan.rewrites, plan.memos,
+                             plan.specs)
     except ValueError as exc:
         raise ProtocolViolation(str(exc)) from None
