@@ -51,14 +51,19 @@ POLICY_FILE = ROOT / "examples" / "policy.toml"
 GUARDED_PROFILE = "agent-readonly"  # read-only session with a statement timeout; -S only reads
 # ``masked``: the same profile, masking the bulk read's widest column with a partial strategy,
 # so every one of its rows is rewritten on the wire.
+PII_TABLE = "wiregate_bulk_pii"
 MASKING_SECTION = f"""
 [profiles.{GUARDED_PROFILE}.masking]
 default_strategy = "redact"
 
 [[profiles.{GUARDED_PROFILE}.masking.column]]
-columns = ["public.pgbench_accounts.filler"]
+columns = ["public.pgbench_accounts.filler", "public.{PII_TABLE}.card"]
 strategy = "partial"
 keep_last = 4
+
+[[profiles.{GUARDED_PROFILE}.masking.column]]
+columns = ["public.{PII_TABLE}.email"]
+strategy = "email"
 """
 DETECTORS_LINE = 'detectors = ["email", "card", "ssn", "phone", "iban", "api_key"]\n'
 ALL_MODES = ("simple", "extended", "prepared")
@@ -67,6 +72,15 @@ BULK_BYTES_SQL = (
     "SELECT count(*), coalesce(sum(octet_length(aid::text) + octet_length(bid::text)"
     " + octet_length(abalance::text) + octet_length(filler)), 0) FROM pgbench_accounts"
 )
+# pgbench's filler is blank, so a partial mask leaves its bytes as they are. ``--bulk pii``
+# reads a table of distinct fake emails and card numbers instead, both masked in ``masked``:
+# every row is really rewritten.
+PII_SQL = f"SELECT id, email, card, note FROM {PII_TABLE}"
+PII_BYTES_SQL = (
+    "SELECT count(*), coalesce(sum(octet_length(id::text) + octet_length(email)"
+    f" + octet_length(card) + octet_length(note)), 0) FROM {PII_TABLE}"
+)
+BULKS = {"pgbench": (BULK_SQL, BULK_BYTES_SQL, 4), "pii": (PII_SQL, PII_BYTES_SQL, 4)}
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench"
 TPS_RE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
@@ -268,9 +282,10 @@ def check_query(target: Target) -> None:
     if target.name in ("masked", "detectors"):
         # The figures only mean something if the rows really are rewritten.
         with psycopg.connect(target.conninfo(), connect_timeout=10) as conn:
-            filler = conn.execute("SELECT filler FROM pgbench_accounts LIMIT 1").fetchone()
-        if filler is None or not str(filler[0]).startswith("*"):
-            raise BenchError(f"masked: filler came back unmasked: {filler!r}")
+            got = conn.execute(f"SELECT email, card FROM {PII_TABLE} ORDER BY id LIMIT 1"
+                               ).fetchone()
+        if got != ("u***@example.com", "************7919"):
+            raise BenchError(f"{target.name}: PII came back unmasked: {got!r}")
 
 
 def find_pgbouncer() -> str:
@@ -469,6 +484,15 @@ def ensure_database(pg_host: str, pg_port: int, pg_user: str) -> None:
         if reg and reg[0] is not None:
             got = conn.execute("SELECT count(*) FROM pgbench_accounts").fetchone()
             rows = got[0] if got else 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pii = conn.execute("SELECT to_regclass(%s)", (PII_TABLE,)).fetchone()
+        if not pii or pii[0] is None:
+            log(f"creating {PII_TABLE} ({ACCOUNTS:,} rows of distinct fake emails and cards)")
+            conn.execute(f"CREATE TABLE {PII_TABLE} AS SELECT i AS id, 'user' || i || "
+                         "'@example.com' AS email, (4000000000000000 + i::bigint * 7919)::text "
+                         "AS card, md5(i::text) AS note FROM generate_series(1, %s) i",
+                         (ACCOUNTS,))
+            conn.execute(f"VACUUM ANALYZE {PII_TABLE}")
     if rows == ACCOUNTS:
         log(f"{BENCH_DB} already initialised ({rows:,} accounts)")
         return
@@ -482,16 +506,17 @@ def ensure_database(pg_host: str, pg_port: int, pg_user: str) -> None:
         raise BenchError(f"pgbench -i failed:\n{res.stderr[-3000:]}")
 
 
-def bulk_bytes(target: Target) -> tuple[int, int]:
+def bulk_bytes(target: Target, bulk: str) -> tuple[int, int]:
     """(rows, estimated DataRow bytes) of the bulk query, computed server-side."""
     import psycopg
 
+    _, bytes_sql, ncols = BULKS[bulk]
     with psycopg.connect(target.conninfo()) as conn:
-        got = conn.execute(BULK_BYTES_SQL).fetchone()
+        got = conn.execute(bytes_sql).fetchone()
     assert got is not None
     rows, value_bytes = int(got[0]), int(got[1])
     # DataRow: type (1) + length (4) + column count (2), then per column length (4) + value.
-    return rows, value_bytes + rows * (7 + 4 * 4)
+    return rows, value_bytes + rows * (7 + 4 * ncols)
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,7 +590,7 @@ def run_pgbench(target: Target, mode: str, clients: int, duration: int, run: int
     return rec
 
 
-def run_bulk(target: Target, run: int) -> BulkRun:
+def run_bulk(target: Target, run: int, sql: str = BULK_SQL) -> BulkRun:
     import psycopg
 
     rec = BulkRun(target.name, run, ok=False)
@@ -575,7 +600,7 @@ def run_bulk(target: Target, run: int) -> BulkRun:
         with psycopg.connect(target.conninfo()) as conn, conn.cursor() as cur:
             cpu0 = target.cpu_seconds()
             t0 = time.perf_counter()
-            cur.execute(BULK_SQL)  # returns once libpq holds the complete result
+            cur.execute(sql)  # returns once libpq holds the complete result
             t1 = time.perf_counter()
             rows = cur.fetchall()  # plus building Python tuples from the text values
             t2 = time.perf_counter()
@@ -615,6 +640,9 @@ def _guard_ratio(on: float | None, off: float | None) -> float | None:
 
 
 GUARD_MIN = 0.9  # acceptance: guardrails on / off at least this in every mode and client count
+# Targets compared with plain Wiregate in the same run: what each control costs by itself.
+ON_OFF = {"guarded": "guardrails on / off", "masked": "masking on / off",
+          "detectors": "detectors on / off"}
 
 
 @dataclass
@@ -649,14 +677,17 @@ class Report:
                     v = row[t]["tps_median"]
                     row[t]["ratio_to_direct"] = (round(v / base, 3)
                                                  if base and v is not None else None)
-                if "guarded" in targets and "wiregate" in targets:
-                    row["guardrails_on_off"] = _guard_ratio(row["guarded"]["tps_median"],
-                                                            row["wiregate"]["tps_median"])
-                    on_cpu = row["guarded"]["cpu_us_per_txn_median"]
-                    off_cpu = row["wiregate"]["cpu_us_per_txn_median"]
-                    row["guardrails_cpu_us_per_txn_added"] = (
-                        round(on_cpu - off_cpu, 2)
-                        if on_cpu is not None and off_cpu is not None else None)
+                if "wiregate" in targets:
+                    for t in ON_OFF:
+                        if t not in targets:
+                            continue
+                        row[f"{t}_on_off"] = _guard_ratio(row[t]["tps_median"],
+                                                          row["wiregate"]["tps_median"])
+                        on_cpu = row[t]["cpu_us_per_txn_median"]
+                        off_cpu = row["wiregate"]["cpu_us_per_txn_median"]
+                        row[f"{t}_cpu_us_per_txn_added"] = (
+                            round(on_cpu - off_cpu, 2)
+                            if on_cpu is not None and off_cpu is not None else None)
                 out.append(row)
         return out
 
@@ -681,11 +712,12 @@ class Report:
         for t in targets:
             tot = out[t]["total_s_median"]
             out[t]["ratio_to_direct"] = round(base / tot, 3) if base and tot else None
-        if "guarded" in out and "wiregate" in out:
-            out["guardrails_on_off"] = _guard_ratio(out["guarded"]["rows_per_s"],
-                                                    out["wiregate"]["rows_per_s"])
-            out["guardrails_on_off_wire"] = _guard_ratio(out["guarded"]["wire_rows_per_s"],
-                                                         out["wiregate"]["wire_rows_per_s"])
+        for t in ON_OFF:
+            if t in out and "wiregate" in out:
+                out[f"{t}_on_off"] = _guard_ratio(out[t]["rows_per_s"],
+                                                  out["wiregate"]["rows_per_s"])
+                out[f"{t}_on_off_wire"] = _guard_ratio(out[t]["wire_rows_per_s"],
+                                                       out["wiregate"]["wire_rows_per_s"])
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -705,7 +737,7 @@ class Report:
     def _bulk_markdown(self, targets: Sequence[str]) -> list[str]:
         lines = [
             "",
-            f"## Bulk read: `{BULK_SQL}`",
+            f"## Bulk read: `{BULKS[self.settings.get('bulk', 'pgbench')][0]}`",
             "",
             f"{self.bulk_rows:,} rows, ≈{self.bulk_bytes / 1e6:.1f} MB of DataRow messages; "
             f"psycopg 3, client-side cursor, text format; median of "
@@ -731,18 +763,19 @@ class Report:
             "MB = Σ per row (7 + Σ per column (4 + text length)), the DataRow payload. "
             "vs direct = direct time / target time.",
         ]
-        if "guardrails_on_off" in bulk:
-            lines += ["", "Guardrails on / off (guarded ÷ wiregate): "
-                      + _fmt(bulk["guardrails_on_off"], ".2f", "×") + " in rows/s, "
-                      + _fmt(bulk["guardrails_on_off_wire"], ".2f", "×") + " wire-only "
-                      "(the part the proxy can slow down; `fetchall` is client work)."]
+        for t, label in ON_OFF.items():
+            if f"{t}_on_off" in bulk:
+                lines += ["", f"{label[0].upper()}{label[1:]} ({t} ÷ wiregate): "
+                          + _fmt(bulk[f"{t}_on_off"], ".2f", "×") + " in rows/s, "
+                          + _fmt(bulk[f"{t}_on_off_wire"], ".2f", "×") + " wire-only "
+                          "(the part the proxy can slow down; `fetchall` is client work)."]
         return lines
 
     def to_markdown(self) -> str:
         targets: list[str] = self.settings["targets"]
         proxies = [t for t in targets if t != "direct"]
         has_direct = "direct" in targets
-        guard = "guarded" in targets and "wiregate" in targets
+        compared = [t for t in ON_OFF if t in targets and "wiregate" in targets]
         m, s = self.machine, self.settings
         lines = [
             f"# Wiregate benchmark, {s['started']}",
@@ -771,8 +804,7 @@ class Report:
             head.append(f"{t} TPS")
             if t != "direct" and has_direct:
                 head.append(f"{t} / direct")
-        if guard:
-            head.append("guardrails on / off")
+        head += [ON_OFF[t] for t in compared]
         head += [f"{t} µs CPU/txn" for t in proxies]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|")
@@ -782,8 +814,7 @@ class Report:
                 cells.append(_fmt(row[t]["tps_median"], ",.0f"))
                 if t != "direct" and has_direct:
                     cells.append(_fmt(row[t]["ratio_to_direct"], ".2f", "×"))
-            if guard:
-                cells.append(_fmt(row["guardrails_on_off"], ".2f", "×"))
+            cells += [_fmt(row[f"{t}_on_off"], ".2f", "×") for t in compared]
             cells += [_fmt(row[t]["cpu_us_per_txn_median"], ".1f") for t in proxies]
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
@@ -792,17 +823,17 @@ class Report:
             + "µs CPU/txn = CPU time of the proxy process tree (all workers) during the run "
             "divided by transactions completed.",
         ]
-        if guard:
-            ratios = [r["guardrails_on_off"] for r in self.tps_summary(targets)]
+        for t in compared:
+            ratios = [r[f"{t}_on_off"] for r in self.tps_summary(targets)]
             known = [r for r in ratios if r is not None]
             verdict = ("n/a" if not known else
                        ("yes" if len(known) == len(ratios) and min(known) >= GUARD_MIN
                         else "no") + f" (lowest {min(known):.2f}×)")
+            label = ON_OFF[t]
             lines += [
                 "",
-                "Guardrails on / off = guarded TPS / wiregate TPS (medians of the same run), "
-                f"the cost of the guardrails alone. At least {GUARD_MIN:.2f}× in every mode "
-                f"and client count: {verdict}.",
+                f"{label[0].upper()}{label[1:]} = {t} TPS / wiregate TPS (medians of the same "
+                f"run). At least {GUARD_MIN:.2f}× in every mode and client count: {verdict}.",
             ]
         if self.settings["bulk_runs"]:
             lines += self._bulk_markdown(targets)
@@ -913,6 +944,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bulk-runs", type=int, default=None,
                     help="bulk reads per target, median taken (max(runs, 5); 1 with --quick)")
     ap.add_argument("--no-bulk", action="store_true", help="skip the bulk-read measurement")
+    ap.add_argument("--bulk", choices=sorted(BULKS), default="pgbench",
+                    help="bulk read: pgbench_accounts (default) or a table of distinct fake "
+                         "PII (masked in the 'masked' target)")
+    ap.add_argument("--no-pgbench", action="store_true", help="skip the pgbench runs")
     ap.add_argument("--pg-host", default="127.0.0.1")
     ap.add_argument("--pg-port", type=int, default=5432)
     ap.add_argument("--pg-user", default="postgres")
@@ -969,6 +1004,8 @@ def _after(target: Target) -> None:
 
 
 def _run(args: argparse.Namespace, started: dt.datetime, tmp: Path) -> int:
+    if args.no_pgbench:
+        args.modes, args.warmup = [], 0
     if shutil.which("pgbench") is None:
         raise BenchError("pgbench is not on PATH (Debian: apt-get install postgresql-client)")
     ensure_database(args.pg_host, args.pg_port, args.pg_user)
@@ -1011,6 +1048,7 @@ def _run(args: argparse.Namespace, started: dt.datetime, tmp: Path) -> int:
                             if "guarded" in args.targets else None),
             "warmup": args.warmup,
             "bulk_runs": 0 if args.no_bulk else args.bulk_runs,
+            "bulk": args.bulk,
             "scale": SCALE,
         },
     )
@@ -1050,12 +1088,13 @@ def _run(args: argparse.Namespace, started: dt.datetime, tmp: Path) -> int:
                                              f"--- log tail ---\n{t.log_tail()}")
 
     if not args.no_bulk:
-        report.bulk_rows, report.bulk_bytes = bulk_bytes(targets[0])
-        run_bulk(targets[0], 0)  # warm-up: page cache and server buffers, not recorded
+        bulk_sql = BULKS[args.bulk][0]
+        report.bulk_rows, report.bulk_bytes = bulk_bytes(targets[0], args.bulk)
+        run_bulk(targets[0], 0, bulk_sql)  # warm-up: page cache and buffers, not recorded
         for run in range(1, args.bulk_runs + 1):
             for t in rotate(targets, run - 1):
                 _before(args, 1)
-                b = run_bulk(t, run)
+                b = run_bulk(t, run, bulk_sql)
                 _after(t)
                 report.bulk.append(b)
                 if b.ok and b.total_s and b.wire_s:
