@@ -110,6 +110,17 @@ class _Verdict:
     named: tuple[str, str] | None = None
     scrub: bool = False    # it reads masked columns: its errors and notices are scrubbed
 
+    # The decision itself when applying the verdict changes nothing in the session (a read,
+    # masked or not): then a cache hit answers without ``_apply``. Set in __post_init__.
+    fixed: Allow | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        plain = not (self.refusal is not None or self.settings or self.changes_catalog
+                     or self.writes or self.prepared or self.deallocated
+                     or self.named is not None)
+        object.__setattr__(self, "fixed", Allow(self.transform, scrub_message if self.scrub
+                                                else None) if plain else None)
+
 
 MAX_NAMED = 10_000
 # Statements whose result rows lineage traces (RETURNING lists, COPY's columns).
@@ -353,6 +364,8 @@ class GuardPolicy:
             verdict = self._shape.get(shape_key)
             if verdict is _PLAIN_ALLOW:
                 return ALLOW
+            if verdict is not None and verdict.fixed is not None:
+                return verdict.fixed
         exact_key = (state.key, version, sql)
         verdict = self._exact.get(exact_key)
         if verdict is None:
@@ -360,6 +373,8 @@ class GuardPolicy:
                                   exact_key, shape_key)
         if verdict is _PLAIN_ALLOW:
             return ALLOW
+        if verdict.fixed is not None:
+            return verdict.fixed
         return self._apply(verdict, state, session, retry, statement)
 
     def _judge(self, sql: str, state: _SessionState, ctx: Context,

@@ -72,7 +72,7 @@ class PortalInfo:
     fields: bytes | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     kind: int
     transform: ResultTransform | None = None  # QUERY: the statement's result transform
@@ -89,6 +89,9 @@ class _HeldWork:
     frames: list[Frame]
     index: int
     statement: Statement
+
+
+_PLAIN_QUERY = Pending(QUERY)  # a simple query whose rows pass as they are (never mutated)
 
 
 class Splicer:
@@ -195,7 +198,7 @@ class Relay:
         self.be = Framer(VALID_BACKEND, limit, "backend")
         if track_results:
             self.fe.set_watch(b"QPBDECSHXF")
-            self.be.set_watch(b"ZEST12n3tCIsNA")
+            self.be.set_watch(b"ZESNA")
             self.be.row_runs = True
         else:
             self.fe.set_watch(b"QPSHXF")
@@ -214,6 +217,7 @@ class Relay:
         self.scrub: MessageScrub | None = None
         self.scrub_batch = -1
         self.payload = session.notification_payload() if track_results else None
+        self.attentive = False      # some pending response needs looking at (see _attend)
         self.closed = False
         self.terminating = False
         self.bytes_up = 0
@@ -264,6 +268,34 @@ class Relay:
                     self.terminating = True
             self.server.write(data)
             return
+        if self.track and not self.discarding and not self.fe.spanned:
+            # Tracking fast path: simple queries whose rows need no rewriting only queue a
+            # marker; anything else goes the general way from where it appears.
+            for i, f in enumerate(frames):
+                if f.code != 0x51:
+                    self._client_frames(Splicer(data, False), frames, i)
+                    return
+                try:
+                    stmt = _statement(f)
+                except m.ProtocolViolation as exc:
+                    self.session.protocol_error(str(exc))
+                    return
+                decision = self.session.decide(stmt)
+                if type(decision) is not Allow or decision.transform is not None:
+                    out = Splicer(data, False)
+                    if isinstance(decision, Hold):
+                        self._hold(out, frames, i, stmt, decision)
+                        return
+                    self._apply(f, stmt, decision, out)
+                    self._client_frames(out, frames, i + 1)
+                    return
+                if decision.scrub is not None:
+                    self._scrub_batch(decision.scrub)
+                self.sent_batches += 1
+                self.pending.append(_PLAIN_QUERY)
+            self._attend()
+            self.server.write(data)
+            return
         self._client_frames(Splicer(data, self.fe.spanned), frames, 0)
 
     def _client_frames(self, out: Splicer, frames: list[Frame], i: int) -> None:
@@ -305,6 +337,8 @@ class Relay:
         except m.ProtocolViolation as exc:
             self.session.protocol_error(str(exc))
             return
+        if self.track:
+            self._attend()   # before the server can answer what is forwarded now
         data = out.result(self.fe.forwardable)
         if data is not None and not self.closed:
             self.server.write(data)
@@ -358,6 +392,20 @@ class Relay:
         self.scrub = scrub
         self.scrub_batch = self.sent_batches
 
+    def _attend(self) -> None:
+        """Watch the responses that steer row rewriting (RowDescription, CommandComplete,
+        the extended protocol's acknowledgements) only while a pending request needs them:
+        a plain query without a transform only needs its ReadyForQuery."""
+        need = False
+        for p in self.pending:
+            if (p.kind != QUERY and p.kind != SYNC and p.kind != FUNCTION) \
+                    or p.transform is not None:
+                need = True
+                break
+        if need != self.attentive:
+            self.attentive = need
+            self.be.set_watch(b"T12n3tCIs", need)
+
     def _rows_may_change(self) -> None:
         """From now on DataRows are looked at (skipped cheaply while no plan applies)."""
         if self.track:
@@ -401,6 +449,8 @@ class Relay:
         if f.start >= 0:
             out.keep_to(f.start)
         data = out.result(out.last)
+        if self.track:
+            self._attend()
         if data is not None and not self.closed:
             self.server.write(data)
         self.held = _HeldWork(out.data, frames, i, stmt)
@@ -449,13 +499,37 @@ class Relay:
             if self.on_idle is not None and self.idle:
                 self.on_idle()
             return
+        start = 0
+        if self.track and not self.be.spanned:
+            # Tracking fast path: while no response needs looking at, only ReadyForQuery and
+            # ParameterStatus come here (and errors, notices, notifications and rows under a
+            # rewrite, which go the general way from where they appear).
+            for f in frames:
+                code = f.code
+                if code == 0x5A:
+                    self._ready(f)
+                elif code == 0x53:
+                    self._parameter(f)
+                else:
+                    break
+                start += 1
+            else:
+                self._attend()
+                if not self.closed:
+                    self.client.write(data)
+                if self.on_idle is not None and self.idle:
+                    self.on_idle()
+                return
         out = Splicer(data, self.be.spanned)
         try:
-            for f in frames:
+            for f in frames[start:] if start else frames:
+                # A frame inside this chunk needs no keep(): the splicer copies the bytes
+                # between replacements itself. One held from an earlier chunk does.
                 code = f.code
                 if code == 0x5A:  # ReadyForQuery
                     self._ready(f)
-                    out.keep(f)
+                    if f.start < 0:
+                        out.keep(f)
                     continue
                 if code == RELEASED:
                     out.keep(f)
@@ -469,13 +543,15 @@ class Relay:
                     replacement = self._track_server(f)
                 elif code == 0x53:
                     self._parameter(f)
-                if replacement is None:
-                    out.keep(f)
-                else:
+                if replacement is not None:
                     out.replace(f, replacement)
+                elif f.start < 0:
+                    out.keep(f)
         except m.ProtocolViolation as exc:
             self.session.upstream_protocol_error(str(exc))
             return
+        if self.track:
+            self._attend()
         result = out.result(self.be.forwardable)
         if result is not None and not self.closed:
             self.client.write(result)
