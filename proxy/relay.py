@@ -53,6 +53,11 @@ HIGH_WATER = 512 * 1024
 _H = struct.Struct("!h")
 _I = struct.Struct("!i")
 
+# Frontend messages watched: all that steer tracking, or (light) only those a decision needs.
+_FULL_WATCH = b"QPBDECSHXF"
+_LIGHT_WATCH = b"QPSHXF"
+_TRACKING_ONLY = b"BDEC"
+
 # Response units the server owes for what was forwarded, in order.
 PARSE, BIND, DESCRIBE_S, DESCRIBE_P, EXECUTE, CLOSE, SYNC, QUERY, FUNCTION = range(9)
 _ENDS_BATCH = (SYNC, QUERY, FUNCTION)
@@ -91,7 +96,9 @@ class _HeldWork:
     statement: Statement
 
 
-_PLAIN_QUERY = Pending(QUERY)  # a simple query whose rows pass as they are (never mutated)
+# Markers for requests whose responses pass as they are (shared: never mutated).
+_PLAIN_QUERY = Pending(QUERY)
+_PLAIN_SYNC = Pending(SYNC)
 
 
 class Splicer:
@@ -197,7 +204,7 @@ class Relay:
         self.fe = Framer(VALID_FRONTEND, limit, "frontend")
         self.be = Framer(VALID_BACKEND, limit, "backend")
         if track_results:
-            self.fe.set_watch(b"QPBDECSHXF")
+            self.fe.set_watch(_LIGHT_WATCH)
             self.be.set_watch(b"ZESNA")
             self.be.row_runs = True
         else:
@@ -206,6 +213,15 @@ class Relay:
         self.pending: deque[Pending] = deque()
         self.statements: dict[str, PreparedInfo] = {}
         self.portals: dict[str, PortalInfo] = {}
+        # Names of statements and portals whose rows are rewritten. While there are none (and
+        # no response needs looking at), Bind, Describe, Execute and Close are not watched:
+        # they can only name statements whose rows pass as they are ("light" tracking).
+        self.rewriting: set[str] = set()
+        self.rewriting_portals: set[str] = set()
+        self.light = track_results
+        # Once a prepared statement reads masked columns, every later error of the session
+        # is scrubbed (its executions are not watched one by one).
+        self.sticky_scrub: MessageScrub | None = None
         self.sent_batches = 0       # Sync/Query/FunctionCall forwarded
         self.done_batches = 0       # ReadyForQuery received
         self.denies: deque[tuple[int, bytes]] = deque()   # (batch, client-facing error)
@@ -235,6 +251,8 @@ class Relay:
         self._client_chunk(data)
 
     def _client_chunk(self, data: bytes) -> None:
+        if self.track and not self.light:
+            self._maybe_light()
         try:
             frames = self.fe.scan(data)
         except m.ProtocolViolation as exc:
@@ -269,12 +287,26 @@ class Relay:
             self.server.write(data)
             return
         if self.track and not self.discarding and not self.fe.spanned:
-            # Tracking fast path: simple queries whose rows need no rewriting only queue a
-            # marker; anything else goes the general way from where it appears.
-            for i, f in enumerate(frames):
-                if f.code != 0x51:
-                    self._client_frames(Splicer(data, False), frames, i)
-                    return
+            self._tracked_chunk(data, frames)
+            return
+        self._client_frames(Splicer(data, self.fe.spanned), frames, 0)
+
+    def _tracked_chunk(self, data: bytes, frames: list[Frame]) -> None:
+        """The tracking relay's fast path for statements whose rows need no rewriting.
+
+        A simple query queues one marker. An extended-protocol batch that lies whole in this
+        chunk and only names such statements and portals queues one marker for its Sync: its
+        responses need no looking at, so none are matched to requests. Anything else (a
+        statement with a rewrite, a denial, a hold, a batch that goes on in the next chunk)
+        queues what the general path would and continues there from where it appears.
+        """
+        batch: list[Pending] = []   # what this batch would queue, kept back until its Sync
+        statements, portals = self.statements, self.portals
+        for i, f in enumerate(frames):
+            code = f.code
+            if code == 0x51 or code == 0x50:  # Query, Parse
+                if code == 0x51 and batch:
+                    break
                 try:
                     stmt = _statement(f)
                 except m.ProtocolViolation as exc:
@@ -282,21 +314,134 @@ class Relay:
                     return
                 decision = self.session.decide(stmt)
                 if type(decision) is not Allow or decision.transform is not None:
+                    self._queue(batch)
                     out = Splicer(data, False)
                     if isinstance(decision, Hold):
                         self._hold(out, frames, i, stmt, decision)
                         return
                     self._apply(f, stmt, decision, out)
-                    self._client_frames(out, frames, i + 1)
+                    self._continue(out, frames, i)
                     return
                 if decision.scrub is not None:
                     self._scrub_batch(decision.scrub)
+                if code == 0x51:
+                    self.sent_batches += 1
+                    self.pending.append(_PLAIN_QUERY)
+                else:
+                    self._set_statement(stmt.name, PreparedInfo(None, scrub=decision.scrub))
+                    batch.append(Pending(PARSE))
+            elif code == 0x42:  # Bind
+                try:
+                    portal, name = _names(f)
+                except m.ProtocolViolation as exc:
+                    self.session.protocol_error(str(exc))
+                    return
+                bound = statements.get(name) or PreparedInfo()
+                if bound.transform is not None:
+                    break
+                self._set_portal(portal, PortalInfo(bound))
+                if bound.scrub is not None:
+                    self._scrub_batch(bound.scrub)
+                batch.append(Pending(BIND))
+            elif code == 0x44 or code == 0x45:  # Describe, Execute
+                body = f.raw
+                end = body.find(0, 6 if code == 0x44 else 5)
+                if end < 0 or (code == 0x44 and len(body) < 7):
+                    break   # malformed: the general path says so
+                if code == 0x44:
+                    kind = body[5]
+                    name = _decode(bytes(body[6:end]))
+                else:
+                    kind = 0x50
+                    name = _decode(bytes(body[5:end]))
+                if kind == 0x53:
+                    prepared = statements.get(name)
+                    if prepared is not None and prepared.transform is not None:
+                        break
+                    batch.append(Pending(DESCRIBE_S, prepared=prepared))
+                    continue
+                portal_info = portals.get(name)
+                if portal_info is not None and portal_info.statement.transform is not None:
+                    break
+                batch.append(Pending(DESCRIBE_P if code == 0x44 else EXECUTE,
+                                     portal=portal_info))
+            elif code == 0x53:  # Sync: the whole batch was plain
                 self.sent_batches += 1
-                self.pending.append(_PLAIN_QUERY)
+                batch.clear()
+                self.pending.append(_PLAIN_SYNC)
+            elif code != 0x48:  # Flush passes; anything else goes the general way
+                break
+        else:
+            self._queue(batch)
             self._attend()
             self.server.write(data)
             return
-        self._client_frames(Splicer(data, self.fe.spanned), frames, 0)
+        self._queue(batch)
+        self._client_frames(Splicer(data, False), frames, i)
+
+    def _continue(self, out: Splicer, frames: list[Frame], i: int) -> None:
+        """Go on after ``frames[i]`` was applied. A statement whose rows are rewritten, met
+        while tracking light, makes every later Bind, Describe and Execute matter: the rest
+        of the chunk, scanned without them, is forwarded up to that statement and scanned
+        again in full."""
+        f = frames[i]
+        if not (self.light and (self.rewriting or self.rewriting_portals)):
+            self._client_frames(out, frames, i + 1)
+            return
+        head = out.result(f.end)
+        self._go_full()
+        self._attend()
+        if head is not None and not self.closed:
+            self.server.write(head)
+        rest = out.data[f.end:]
+        self.fe.reset()
+        if rest:
+            self._client_chunk(rest)
+
+    def _set_statement(self, name: str, info: PreparedInfo | None) -> None:
+        if info is None:
+            self.statements.pop(name, None)
+        else:
+            self.statements[name] = info
+            if info.scrub is not None:
+                self.sticky_scrub = info.scrub
+                self._scrub_batch(info.scrub)
+        if info is not None and info.transform is not None:
+            self.rewriting.add(name)
+        else:
+            self.rewriting.discard(name)
+
+    def _set_portal(self, name: str, info: PortalInfo | None) -> None:
+        if info is None:
+            self.portals.pop(name, None)
+        else:
+            self.portals[name] = info
+        if info is not None and info.statement.transform is not None:
+            self.rewriting_portals.add(name)
+        else:
+            self.rewriting_portals.discard(name)
+
+    def _go_full(self) -> None:
+        """Watch every message that steers tracking from the next scan on."""
+        if self.light:
+            self.light = False
+            self.fe.set_watch(_TRACKING_ONLY)
+
+    def _maybe_light(self) -> None:
+        """Back to light tracking at a chunk boundary once nothing can need it."""
+        if not self.light and not self.rewriting and not self.rewriting_portals \
+                and not self.attentive and not self.discarding and self.fe.idle:
+            self.light = True
+            self.fe.set_watch(_TRACKING_ONLY, False)
+
+    def _queue(self, batch: list[Pending]) -> None:
+        """Queue what a batch kept back, as the general path would have."""
+        if batch:
+            was_empty = not self.pending
+            self.pending.extend(batch)
+            batch.clear()
+            if was_empty:
+                self._start_execute()
 
     def _client_frames(self, out: Splicer, frames: list[Frame], i: int) -> None:
         """Decide on the watched frontend messages from ``frames[i]`` on; forward the rest."""
@@ -323,6 +468,9 @@ class Relay:
                         self._hold(out, frames, i - 1, stmt, decision)
                         return
                     self._apply(f, stmt, decision, out)
+                    if self.light and (self.rewriting or self.rewriting_portals):
+                        self._continue(out, frames, i - 1)
+                        return
                     continue
                 if code == 0x53:  # Sync
                     self.sent_batches += 1
@@ -352,7 +500,7 @@ class Relay:
             self.denies.append((self.sent_batches, err))
             self.be.watch[0x45] = 1
             if stmt.source == "parse":
-                self.statements.pop(stmt.name, None)
+                self._set_statement(stmt.name, None)
                 out.replace(f, m.Parse(stmt.name, DENIED_SQL).encode())
                 if self.track:
                     self.pending.append(Pending(PARSE))
@@ -379,7 +527,7 @@ class Relay:
         if not self.track:
             return
         info = PreparedInfo(decision.transform, scrub=decision.scrub)
-        self.statements[stmt.name] = info
+        self._set_statement(stmt.name, info)
         self.pending.append(Pending(PARSE))
         if decision.transform is not None:
             # Learn the statement's columns even if the client never asks.
@@ -416,7 +564,7 @@ class Relay:
         if code == 0x42:  # Bind
             portal, stmt, fmts = _bind_info(f.body)
             prepared = self.statements.get(stmt) or PreparedInfo()
-            self.portals[portal] = PortalInfo(prepared, fmts)
+            self._set_portal(portal, PortalInfo(prepared, fmts))
             if prepared.scrub is not None:
                 self._scrub_batch(prepared.scrub)
             self.pending.append(Pending(BIND))
@@ -435,7 +583,10 @@ class Relay:
         elif code == 0x43:  # Close
             c = m.decode_frontend(b"C", f.body)
             assert isinstance(c, m.Close)
-            (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
+            if c.kind == "S":
+                self._set_statement(c.name, None)
+            else:
+                self._set_portal(c.name, None)
             self.pending.append(Pending(CLOSE))
         elif code == 0x53:  # Sync
             self.pending.append(Pending(SYNC))
@@ -473,7 +624,7 @@ class Relay:
         out = Splicer(work.data, True)
         out.last = f.start if f.start >= 0 else 0
         self._apply(f, work.statement, decision, out)
-        self._client_frames(out, work.frames, work.index + 1)
+        self._continue(out, work.frames, work.index)
         while self.held is None and self.backlog and not self.closed:
             self._client_chunk(self.backlog.popleft())
         if self.held is None and not self.closed:
@@ -572,7 +723,11 @@ class Relay:
         if not denies and not self.track:
             self.be.watch[0x45] = 0
         if self.scrub is not None and self.done_batches > self.scrub_batch:
-            self.scrub = None
+            self.scrub = self.sticky_scrub
+        if f.raw[5] == 0x49 and self.portals and self.done_batches == self.sent_batches:
+            # Idle with nothing in flight: every portal ended with the transaction.
+            self.portals.clear()
+            self.rewriting_portals.clear()
         if self.track:
             while self.pending:
                 if self.pending.popleft().kind in _ENDS_BATCH:
@@ -696,6 +851,16 @@ class Relay:
             elif kind == QUERY:
                 self._set_plan(None)
         return None
+
+
+def _names(f: Frame) -> tuple[str, str]:
+    """Portal and statement name of a Bind, nothing else decoded."""
+    raw = f.raw
+    i = raw.find(0, 5)
+    j = raw.find(0, i + 1)
+    if i < 0 or j < 0:
+        raise m.ProtocolViolation("Bind: malformed message")
+    return _decode(bytes(raw[5:i])), _decode(bytes(raw[i + 1:j]))
 
 
 def _statement(f: Frame) -> Statement:

@@ -14,7 +14,9 @@ import asyncpg
 import psycopg
 import pytest
 
+from protocols.postgres import messages as m
 from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, PgTarget, client_dsn
+from tests.pgwire import RawClient
 
 ROWS = [(1, "Jane Roe", "jane.roe@example.com", "078-05-1120", "4242424242424242"),
         (2, "John Doe", "john.doe@example.org", "219-09-9999", "5555555555554444")]
@@ -368,3 +370,34 @@ def test_notification_payloads_are_masked(world: tuple[str, int], pg: PgTarget) 
         for note in conn.notifies(timeout=5, stop_after=2):
             got.append((note.channel, note.payload))
     assert got == [("wg_changes", "****"), ("wg_changes", "")]
+
+
+def _rows_of(messages: list[Any]) -> list[tuple[bytes | None, ...]]:
+    return [msg.values for msg in messages if isinstance(msg, m.DataRow)]
+
+
+def test_one_chunk_switching_from_plain_to_masked_statements(world: tuple[str, int]) -> None:
+    """Batches sent in one write: plain statements first (their Bind and Execute are not
+    looked at), then a named statement over a masked column bound and executed in the same
+    chunk, then a portal of it executed in a later batch of the open transaction."""
+    schema, port = world
+    client = RawClient(port)
+    try:
+        client.login()
+        plain = f"SELECT full_name FROM {schema}.customers WHERE id = $1"
+        masked = f"SELECT email, card FROM {schema}.customers WHERE id = $1"
+        client.send(m.Query("BEGIN").encode()
+                    + m.Parse("", plain).encode() + m.Bind("", "", (), (b"1",), ()).encode()
+                    + m.Execute("").encode() + m.Sync().encode()
+                    + m.Parse("s1", masked).encode() + m.Bind("p1", "s1", (), (b"1",), ()).encode()
+                    + m.Describe("P", "p1").encode() + m.Execute("p1", 0).encode()
+                    + m.Bind("p2", "s1", (), (b"2",), ()).encode() + m.Sync().encode())
+        first = client.until_ready() + client.until_ready() + client.until_ready()
+        client.send(m.Execute("p2", 0).encode() + m.Sync().encode())
+        later = client.until_ready()
+        client.send_query("COMMIT")
+        client.until_ready()
+    finally:
+        client.close()
+    assert _rows_of(first) == [(b"Jane Roe",), (b"j***@example.com", b"************4242")]
+    assert _rows_of(later) == [(b"j***@example.org", b"************4444")]

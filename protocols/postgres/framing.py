@@ -120,6 +120,15 @@ class Framer:
         # one another (a run): a result's rows cost one frame per chunk, not one per row.
         self.row_runs = False
 
+    def reset(self) -> None:
+        """Forget a partly scanned tail: the caller scans those bytes again (from a message
+        boundary) after changing what is watched."""
+        self._skip = 0
+        self._held = bytearray()
+        self._held_need = 0
+        self.forwardable = 0
+        self.spanned = False
+
     def set_watch(self, codes: bytes, on: bool = True) -> None:
         for c in codes:
             self.watch[c] = 1 if on else 0
