@@ -99,6 +99,8 @@ class _HeldWork:
 # Markers for requests whose responses pass as they are (shared: never mutated).
 _PLAIN_QUERY = Pending(QUERY)
 _PLAIN_SYNC = Pending(SYNC)
+_PARSE = Pending(PARSE)
+_BIND = Pending(BIND)
 
 
 class Splicer:
@@ -328,8 +330,11 @@ class Relay:
                     self.sent_batches += 1
                     self.pending.append(_PLAIN_QUERY)
                 else:
-                    self._set_statement(stmt.name, PreparedInfo(None, scrub=decision.scrub))
-                    batch.append(Pending(PARSE))
+                    known = statements.get(stmt.name)
+                    if known is None or known.transform is not None \
+                            or known.scrub is not decision.scrub:
+                        self._set_statement(stmt.name, PreparedInfo(None, scrub=decision.scrub))
+                    batch.append(_PARSE)
             elif code == 0x42:  # Bind
                 try:
                     portal, name = _names(f)
@@ -342,7 +347,7 @@ class Relay:
                 self._set_portal(portal, PortalInfo(bound))
                 if bound.scrub is not None:
                     self._scrub_batch(bound.scrub)
-                batch.append(Pending(BIND))
+                batch.append(_BIND)
             elif code == 0x44 or code == 0x45:  # Describe, Execute
                 body = f.raw
                 end = body.find(0, 6 if code == 0x44 else 5)
