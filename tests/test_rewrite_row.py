@@ -94,7 +94,7 @@ def test_malformed_rows_are_protocol_violations(walk: Walk, raw: bytes) -> None:
 @pytest.mark.parametrize("walk", WALKS)
 def test_a_rewrite_returning_something_else_is_an_error(walk: Walk) -> None:
     with pytest.raises(TypeError):
-        rewrite(walk, row(b"a"), {0: lambda c: "text"})  # type: ignore[arg-type,return-value]
+        rewrite(walk, row(b"a"), {0: lambda c: "text"})  # type: ignore[dict-item,return-value]
 
 
 cells = st.one_of(st.none(), st.binary(max_size=12))
@@ -107,8 +107,10 @@ row_lists = st.lists(st.lists(cells, max_size=5), min_size=1, max_size=6)
 def test_c_and_python_walks_agree(data: list[list[bytes | None]], planned: set[int],
                                   new: bytes, cut: int) -> None:
     run = b"".join(row(*r) for r in data)
-    plan: dict[int, rows.Rewrite] = {
-        i: (lambda c, i=i: None if c == new else new + bytes([i])) for i in planned}
+    def make(i: int) -> rows.Rewrite:
+        return lambda c: None if c == new else new + bytes([i])
+
+    plan: dict[int, rows.Rewrite] = {i: make(i) for i in planned}
     results = []
     for walk in WALKS:
         try:
