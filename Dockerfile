@@ -25,7 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     WIREGATE_HEALTH_PORT=6432
 
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index /wheels/*.whl \
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'wiregate[fast]' \
     && rm -rf /wheels \
     && groupadd --system --gid 10001 wiregate \
     && useradd --system --uid 10001 --gid wiregate --no-create-home \
