@@ -103,3 +103,52 @@ def test_login_to_the_local_mariadb_with_the_codec(database: str, ok: bool) -> N
     else:
         err = my.ERR.decode(answer)
         assert err.errno == 1049 and err.sqlstate == "42000" and "wg_no_such_db" in err.message
+
+
+def _login(caps_wanted: int) -> tuple[socket.socket, PacketReader, int]:
+    try:
+        sock = socket.create_connection((MYSQL_HOST, MYSQL_PORT), timeout=10)
+    except OSError as exc:
+        pytest.skip(f"MariaDB/MySQL not reachable at {MYSQL_HOST}:{MYSQL_PORT}: {exc}")
+    reader = PacketReader(expect=0)
+    hello = my.HandshakeV10.decode(_packets(sock, reader))
+    caps = caps_wanted & hello.capabilities
+    resp = my.HandshakeResponse41(caps, "root", b"", "test", "mysql_native_password")
+    sock.sendall(encode(resp.encode(), 1))
+    reader.reset(2)
+    assert _packets(sock, reader)[:1] == b"\x00"
+    return sock, reader, caps
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("deprecate_eof", [False, True])
+def test_text_result_set_from_the_local_mariadb(deprecate_eof: bool) -> None:
+    wanted = (my.CLIENT_PROTOCOL_41 | my.CLIENT_SECURE_CONNECTION | my.CLIENT_PLUGIN_AUTH
+              | my.CLIENT_CONNECT_WITH_DB | (my.CLIENT_DEPRECATE_EOF if deprecate_eof else 0))
+    sock, reader, caps = _login(wanted)
+    with sock:
+        sock.sendall(encode(my.query("SELECT 1 AS a, 'x\\'y' AS b, NULL AS c, "
+                                     "TABLE_NAME FROM information_schema.TABLES "
+                                     "WHERE TABLE_NAME = 'COLUMNS' LIMIT 1"), 0))
+        reader.reset(1)
+        payloads: list[bytes] = []
+        while True:
+            data = sock.recv(65536)
+            payloads += [p.payload for p in reader.feed(data)]
+            last = payloads[-1] if payloads else b""
+            done = last[:1] == b"\xff" or (
+                last[:1] == b"\xfe" and (len(payloads) > 5 if deprecate_eof
+                                         else sum(my.is_eof(p) for p in payloads) == 2))
+            if done:
+                break
+    count = my.Reader(payloads[0], "count").lenenc_int()
+    assert count == 4
+    columns = [my.ColumnDefinition.decode(p) for p in payloads[1:5]]
+    assert [c.name for c in columns] == ["a", "b", "c", "TABLE_NAME"]
+    assert columns[3].org_table == "TABLES" and columns[3].org_name == "TABLE_NAME"
+    assert all(my.ColumnDefinition.decode(c.encode()) == c for c in columns)
+    rest = payloads[5:] if deprecate_eof else payloads[6:]
+    assert my.text_row(rest[0], 4) == (b"1", b"x'y", None, b"COLUMNS")
+    assert my.encode_text_row((b"1", b"x'y", None, b"COLUMNS")) == rest[0]
+    assert rest[-1][:1] == b"\xfe" and (caps & my.CLIENT_DEPRECATE_EOF) == (
+        my.CLIENT_DEPRECATE_EOF if deprecate_eof else 0)

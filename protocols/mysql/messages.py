@@ -322,3 +322,82 @@ def native_password(password: bytes, scramble: bytes) -> bytes:
     stage2 = hashlib.sha1(stage1).digest()
     mix = hashlib.sha1(scramble[:20] + stage2).digest()
     return bytes(a ^ b for a, b in zip(stage1, mix, strict=True))
+
+
+# -- commands and text result sets ---------------------------------------------------------------
+
+COM_QUIT = 0x01
+COM_INIT_DB = 0x02
+COM_QUERY = 0x03
+COM_FIELD_LIST = 0x04
+COM_STATISTICS = 0x09
+COM_PING = 0x0E
+COM_CHANGE_USER = 0x11
+COM_STMT_PREPARE = 0x16
+COM_STMT_EXECUTE = 0x17
+COM_STMT_SEND_LONG_DATA = 0x18
+COM_STMT_CLOSE = 0x19
+COM_STMT_RESET = 0x1A
+COM_SET_OPTION = 0x1B
+COM_STMT_FETCH = 0x1C
+COM_RESET_CONNECTION = 0x1F
+
+
+@dataclass(frozen=True)
+class ColumnDefinition:
+    """Protocol::ColumnDefinition41: where a result column comes from (``org_table`` and
+    ``org_name`` name the stored column, when there is one) and its type."""
+
+    schema: str
+    table: str
+    org_table: str
+    name: str
+    org_name: str
+    charset: int
+    length: int
+    type: int
+    flags: int
+    decimals: int
+    catalog: str = "def"
+
+    def encode(self) -> bytes:
+        out = bytearray()
+        for text in (self.catalog, self.schema, self.table, self.org_table, self.name,
+                     self.org_name):
+            out += lenenc_bytes(text.encode())
+        out += b"\x0c" + struct.pack("<HIBHB", self.charset, self.length, self.type,
+                                     self.flags, self.decimals) + b"\0\0"
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ColumnDefinition:
+        r = Reader(payload, "column definition")
+        texts = []
+        for _ in range(6):
+            value = r.lenenc_bytes()
+            texts.append((value or b"").decode("utf-8", "replace"))
+        fixed = r.lenenc_int()
+        if fixed is None or fixed < 0x0C:
+            raise PacketError("column definition: bad fixed-length fields")
+        charset, length, type_, flags, decimals = struct.unpack("<HIBHB", r.raw(10))
+        catalog, schema, table, org_table, name, org_name = texts
+        return cls(schema, table, org_table, name, org_name, charset, length, type_, flags,
+                   decimals, catalog)
+
+
+def text_row(payload: bytes, columns: int) -> tuple[bytes | None, ...]:
+    """One row of a text result set: ``columns`` length-encoded values, NULL as 0xFB."""
+    r = Reader(payload, "text row")
+    values = tuple(r.lenenc_bytes() for _ in range(columns))
+    if r.left:
+        raise PacketError("text row: bytes after the last value")
+    return values
+
+
+def encode_text_row(values: tuple[bytes | None, ...]) -> bytes:
+    return b"".join(b"\xfb" if v is None else lenenc_bytes(v) for v in values)
+
+
+def query(sql: str) -> bytes:
+    """A COM_QUERY payload (without query attributes, which Wiregate does not offer)."""
+    return bytes([COM_QUERY]) + sql.encode()
