@@ -15,6 +15,44 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from policies.masking import Strategy
+from protocols.mysql.types import (
+    BINARY_CHARSET,
+    BIT,
+    BLOB,
+    DATE,
+    DATETIME,
+    DATETIME2,
+    DECIMAL,
+    DOUBLE,
+    ENUM,
+    ENUM_FLAG,
+    FLOAT,
+    GEOMETRY,
+    INT24,
+    JSON,
+    LONG,
+    LONG_BLOB,
+    LONGLONG,
+    MEDIUM_BLOB,
+    NEWDATE,
+    NEWDECIMAL,
+    NULL,
+    SET,
+    SET_FLAG,
+    SHORT,
+    STRING,
+    TIME,
+    TIME2,
+    TIMESTAMP,
+    TIMESTAMP2,
+    TINY,
+    TINY_BLOB,
+    UNSIGNED_FLAG,
+    VAR_STRING,
+    VARCHAR,
+    VECTOR,
+    YEAR,
+)
 
 __all__ = [
     "MySQLColumn", "binary_cell_rewrite", "cell_rewrite", "text_cell_rewrite",
@@ -22,19 +60,6 @@ __all__ = [
 
 CellRewrite = Callable[[bytes | None], bytes | None]
 
-# MYSQL_TYPE_* (include/field_types.h, MariaDB's include/mysql_com.h)
-DECIMAL, TINY, SHORT, LONG, FLOAT, DOUBLE, NULL, TIMESTAMP, LONGLONG, INT24 = range(10)
-DATE, TIME, DATETIME, YEAR, NEWDATE, VARCHAR, BIT, TIMESTAMP2, DATETIME2, TIME2 = range(10, 20)
-VECTOR, JSON, NEWDECIMAL, ENUM, SET = 242, 245, 246, 247, 248
-TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, GEOMETRY = range(249, 256)
-
-# Column flags (Protocol::ColumnDefinition41)
-UNSIGNED_FLAG = 32
-BINARY_FLAG = 128
-ENUM_FLAG = 256
-SET_FLAG = 2048
-
-BINARY_CHARSET = 63
 
 # Integer types: width in the binary protocol and bits of their range.
 _INTS: dict[int, tuple[int, int]] = {

@@ -11,9 +11,9 @@ import struct
 import pytest
 from pymysql import converters
 
-from policies import mysql_masking as m
 from policies.masking import STRATEGIES, Strategy
 from policies.mysql_masking import MySQLColumn, binary_cell_rewrite, cell_rewrite, text_cell_rewrite
+from protocols.mysql import types as t
 
 KEY = b"k" * 32
 ALL = [Strategy(name, key=KEY, keep_last=4) for name in STRATEGIES]
@@ -28,30 +28,30 @@ def col(type_: int, flags: int = 0, charset: int = 45, decimals: int = 0,
 
 def decode_text(c: MySQLColumn, value: bytes) -> object:
     """What PyMySQL hands the application for a text-protocol cell."""
-    strings = {m.VARCHAR, m.VAR_STRING, m.STRING, m.TINY_BLOB, m.MEDIUM_BLOB, m.LONG_BLOB,
-               m.BLOB}
-    if (c.charset == m.BINARY_CHARSET and c.type in strings) or c.type in (m.BIT, m.GEOMETRY):
+    strings = {t.VARCHAR, t.VAR_STRING, t.STRING, t.TINY_BLOB, t.MEDIUM_BLOB, t.LONG_BLOB,
+               t.BLOB}
+    if (c.charset == t.BINARY_CHARSET and c.type in strings) or c.type in (t.BIT, t.GEOMETRY):
         return value
     text = value.decode("utf-8")
-    if c.type == m.JSON:
+    if c.type == t.JSON:
         return json.loads(text)
     convert = converters.decoders.get(c.type)
     return convert(text) if convert is not None else text
 
 
 INTEGERS = [
-    (m.TINY, 0, -128, 127, b"-100"), (m.TINY, m.UNSIGNED_FLAG, 0, 255, b"250"),
-    (m.SHORT, 0, -(1 << 15), (1 << 15) - 1, b"-30000"),
-    (m.SHORT, m.UNSIGNED_FLAG, 0, (1 << 16) - 1, b"65000"),
-    (m.INT24, 0, -(1 << 23), (1 << 23) - 1, b"8000000"),
-    (m.INT24, m.UNSIGNED_FLAG, 0, (1 << 24) - 1, b"16000000"),
-    (m.LONG, 0, -(1 << 31), (1 << 31) - 1, b"-2147483648"),
-    (m.LONG, m.UNSIGNED_FLAG, 0, (1 << 32) - 1, b"4294967295"),
-    (m.LONGLONG, 0, -(1 << 63), (1 << 63) - 1, b"9223372036854775807"),
-    (m.LONGLONG, m.UNSIGNED_FLAG, 0, (1 << 64) - 1, b"18446744073709551615"),
+    (t.TINY, 0, -128, 127, b"-100"), (t.TINY, t.UNSIGNED_FLAG, 0, 255, b"250"),
+    (t.SHORT, 0, -(1 << 15), (1 << 15) - 1, b"-30000"),
+    (t.SHORT, t.UNSIGNED_FLAG, 0, (1 << 16) - 1, b"65000"),
+    (t.INT24, 0, -(1 << 23), (1 << 23) - 1, b"8000000"),
+    (t.INT24, t.UNSIGNED_FLAG, 0, (1 << 24) - 1, b"16000000"),
+    (t.LONG, 0, -(1 << 31), (1 << 31) - 1, b"-2147483648"),
+    (t.LONG, t.UNSIGNED_FLAG, 0, (1 << 32) - 1, b"4294967295"),
+    (t.LONGLONG, 0, -(1 << 63), (1 << 63) - 1, b"9223372036854775807"),
+    (t.LONGLONG, t.UNSIGNED_FLAG, 0, (1 << 64) - 1, b"18446744073709551615"),
 ]
-BINARY_INT = {m.TINY: (1, "b"), m.SHORT: (2, "h"), m.INT24: (4, "i"), m.LONG: (4, "i"),
-              m.LONGLONG: (8, "q"), m.YEAR: (2, "H")}
+BINARY_INT = {t.TINY: (1, "b"), t.SHORT: (2, "h"), t.INT24: (4, "i"), t.LONG: (4, "i"),
+              t.LONGLONG: (8, "q"), t.YEAR: (2, "H")}
 
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
@@ -67,12 +67,12 @@ def test_integers_stay_in_range(strategy: Strategy, type_: int, flags: int, lo: 
     out = binary_cell_rewrite(strategy, c)(raw)
     assert out is not None and len(out) == width
     n = struct.unpack(fmt, out)[0]
-    assert lo <= n <= hi and (type_ != m.INT24 or n < (1 << 24))
+    assert lo <= n <= hi and (type_ != t.INT24 or n < (1 << 24))
 
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
 def test_year(strategy: Strategy) -> None:
-    c = col(m.YEAR, m.UNSIGNED_FLAG, charset=63)
+    c = col(t.YEAR, t.UNSIGNED_FLAG, charset=63)
     value = decode_text(c, text_cell_rewrite(strategy, c)(b"1999") or b"")
     assert isinstance(value, int) and 1901 <= value <= 2155
     out = binary_cell_rewrite(strategy, c)(struct.pack("<H", 1999))
@@ -80,7 +80,7 @@ def test_year(strategy: Strategy) -> None:
 
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
-@pytest.mark.parametrize("type_,fmt", [(m.FLOAT, "<f"), (m.DOUBLE, "<d")])
+@pytest.mark.parametrize("type_,fmt", [(t.FLOAT, "<f"), (t.DOUBLE, "<d")])
 def test_floats(strategy: Strategy, type_: int, fmt: str) -> None:
     c = col(type_, charset=63)
     value = decode_text(c, text_cell_rewrite(strategy, c)(b"3.25") or b"")
@@ -91,11 +91,11 @@ def test_floats(strategy: Strategy, type_: int, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
-@pytest.mark.parametrize("length,decimals,flags", [(12, 2, 0), (11, 2, m.UNSIGNED_FLAG),
+@pytest.mark.parametrize("length,decimals,flags", [(12, 2, 0), (11, 2, t.UNSIGNED_FLAG),
                                                    (4, 2, 0), (3, 0, 0), (66, 30, 0)])
 def test_decimals_keep_precision_and_scale(strategy: Strategy, length: int, decimals: int,
                                            flags: int) -> None:
-    c = col(m.NEWDECIMAL, flags, charset=63, decimals=decimals, length=length)
+    c = col(t.NEWDECIMAL, flags, charset=63, decimals=decimals, length=length)
     for rewrite in (text_cell_rewrite(strategy, c), binary_cell_rewrite(strategy, c)):
         out = rewrite(b"-12.50" if length < 12 else b"12345678.90")
         assert out is not None
@@ -109,14 +109,14 @@ def test_decimals_keep_precision_and_scale(strategy: Strategy, length: int, deci
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
 def test_dates_and_times_text(strategy: Strategy) -> None:
     cases: list[tuple[MySQLColumn, bytes, type]] = [
-        (col(m.DATE, charset=63), b"1985-04-12", datetime.date),
-        (col(m.DATETIME, charset=63), b"1985-04-12 10:11:12", datetime.datetime),
-        (col(m.DATETIME, charset=63, decimals=3), b"1985-04-12 10:11:12.123",
+        (col(t.DATE, charset=63), b"1985-04-12", datetime.date),
+        (col(t.DATETIME, charset=63), b"1985-04-12 10:11:12", datetime.datetime),
+        (col(t.DATETIME, charset=63, decimals=3), b"1985-04-12 10:11:12.123",
          datetime.datetime),
-        (col(m.TIMESTAMP, charset=63, decimals=6), b"2001-01-01 00:00:00.000001",
+        (col(t.TIMESTAMP, charset=63, decimals=6), b"2001-01-01 00:00:00.000001",
          datetime.datetime),
-        (col(m.TIME, charset=63), b"-838:59:59", datetime.timedelta),
-        (col(m.TIME, charset=63, decimals=2), b"12:00:00.50", datetime.timedelta),
+        (col(t.TIME, charset=63), b"-838:59:59", datetime.timedelta),
+        (col(t.TIME, charset=63, decimals=2), b"12:00:00.50", datetime.timedelta),
     ]
     for c, original, kind in cases:
         out = text_cell_rewrite(strategy, c)(original)
@@ -147,15 +147,15 @@ def _binary_time(payload: bytes) -> datetime.timedelta:
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
 def test_dates_and_times_binary(strategy: Strategy) -> None:
     """The payloads of the length-prefixed structs, prefix left out in and out."""
-    date = binary_cell_rewrite(strategy, col(m.DATE, charset=63))(struct.pack("<HBB", 1985, 4,
+    date = binary_cell_rewrite(strategy, col(t.DATE, charset=63))(struct.pack("<HBB", 1985, 4,
                                                                                 12))
     assert date is not None and len(date) in (0, 4) and _binary_date(date).year == 1970
-    for type_ in (m.DATETIME, m.TIMESTAMP):
+    for type_ in (t.DATETIME, t.TIMESTAMP):
         original = struct.pack("<HBBBBBI", 1985, 4, 12, 10, 11, 12, 500)
         out = binary_cell_rewrite(strategy, col(type_, charset=63, decimals=6))(original)
         assert out is not None and len(out) in (0, 4, 7, 11)
         assert _binary_datetime(out).year == 1970
-    time = binary_cell_rewrite(strategy, col(m.TIME, charset=63))(
+    time = binary_cell_rewrite(strategy, col(t.TIME, charset=63))(
         struct.pack("<BIBBB", 1, 3, 4, 5, 6))
     assert time is not None and len(time) in (0, 8, 12)
     assert _binary_time(time) == datetime.timedelta(0)
@@ -163,7 +163,7 @@ def test_dates_and_times_binary(strategy: Strategy) -> None:
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
 def test_json_stays_json(strategy: Strategy) -> None:
-    c = col(m.JSON, charset=63 if strategy.name == "x" else 45)
+    c = col(t.JSON, charset=63 if strategy.name == "x" else 45)
     original = b'{"email": "alice@example.com"}'
     for rewrite in (text_cell_rewrite(strategy, c), binary_cell_rewrite(strategy, c)):
         out = rewrite(original)
@@ -173,8 +173,8 @@ def test_json_stays_json(strategy: Strategy) -> None:
 
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
-@pytest.mark.parametrize("type_", [m.VARCHAR, m.VAR_STRING, m.STRING, m.BLOB, m.TINY_BLOB,
-                                   m.MEDIUM_BLOB, m.LONG_BLOB])
+@pytest.mark.parametrize("type_", [t.VARCHAR, t.VAR_STRING, t.STRING, t.BLOB, t.TINY_BLOB,
+                                   t.MEDIUM_BLOB, t.LONG_BLOB])
 def test_text_within_length(strategy: Strategy, type_: int) -> None:
     original = b"alice.o'neil@example.com"
     for charset, width in ((45, 4), (33, 3), (8, 1)):
@@ -188,15 +188,15 @@ def test_text_within_length(strategy: Strategy, type_: int) -> None:
 
 
 def test_text_keeps_non_ascii_in_utf8() -> None:
-    c = col(m.VAR_STRING, length=400)
+    c = col(t.VAR_STRING, length=400)
     out = text_cell_rewrite(Strategy("partial", keep_last=3), c)("Zoë Ådahl-Çé".encode())
     assert out is not None and out.decode("utf-8").endswith("-Çé")
 
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
-@pytest.mark.parametrize("type_", [m.STRING, m.VAR_STRING, m.BLOB, m.LONG_BLOB])
+@pytest.mark.parametrize("type_", [t.STRING, t.VAR_STRING, t.BLOB, t.LONG_BLOB])
 def test_binary_strings_are_redacted_bytes(strategy: Strategy, type_: int) -> None:
-    c = col(type_, m.BINARY_FLAG, charset=63, length=16)
+    c = col(type_, t.BINARY_FLAG, charset=63, length=16)
     original = b"\x00secret-bytes\xff"
     for rewrite in (text_cell_rewrite(strategy, c), binary_cell_rewrite(strategy, c)):
         out = rewrite(original)
@@ -206,15 +206,15 @@ def test_binary_strings_are_redacted_bytes(strategy: Strategy, type_: int) -> No
 
 @pytest.mark.parametrize("strategy", MASKING, ids=lambda s: s.name)
 def test_enum_set_bit_geometry(strategy: Strategy) -> None:
-    for c in (col(m.STRING, m.ENUM_FLAG, length=40), col(m.STRING, m.SET_FLAG, length=40),
-              col(m.ENUM), col(m.SET)):
+    for c in (col(t.STRING, t.ENUM_FLAG, length=40), col(t.STRING, t.SET_FLAG, length=40),
+              col(t.ENUM), col(t.SET)):
         for rewrite in (text_cell_rewrite(strategy, c), binary_cell_rewrite(strategy, c)):
             assert rewrite(b"gold") == b""       # '' is in every ENUM and SET
-    bit = col(m.BIT, m.UNSIGNED_FLAG, charset=63, length=12)
+    bit = col(t.BIT, t.UNSIGNED_FLAG, charset=63, length=12)
     for rewrite in (text_cell_rewrite(strategy, bit), binary_cell_rewrite(strategy, bit)):
         assert rewrite(b"\x0f\xff") == b"\x00\x00"
         assert decode_text(bit, rewrite(b"\x0f\xff") or b"") == b"\x00\x00"
-    geo = col(m.GEOMETRY, m.BINARY_FLAG, charset=63)
+    geo = col(t.GEOMETRY, t.BINARY_FLAG, charset=63)
     for rewrite in (text_cell_rewrite(strategy, geo), binary_cell_rewrite(strategy, geo)):
         out = rewrite(b"\x00" * 25)
         assert out is not None
@@ -222,11 +222,11 @@ def test_enum_set_bit_geometry(strategy: Strategy) -> None:
         assert (order, kind, x, y) == (1, 1, 0.0, 0.0)
 
 
-ALL_TYPES = [m.DECIMAL, m.TINY, m.SHORT, m.LONG, m.FLOAT, m.DOUBLE, m.TIMESTAMP, m.LONGLONG,
-             m.INT24, m.DATE, m.TIME, m.DATETIME, m.YEAR, m.NEWDATE, m.VARCHAR, m.BIT,
-             m.TIMESTAMP2, m.DATETIME2, m.TIME2, m.JSON, m.NEWDECIMAL, m.ENUM, m.SET,
-             m.TINY_BLOB, m.MEDIUM_BLOB, m.LONG_BLOB, m.BLOB, m.VAR_STRING, m.STRING,
-             m.GEOMETRY]
+ALL_TYPES = [t.DECIMAL, t.TINY, t.SHORT, t.LONG, t.FLOAT, t.DOUBLE, t.TIMESTAMP, t.LONGLONG,
+             t.INT24, t.DATE, t.TIME, t.DATETIME, t.YEAR, t.NEWDATE, t.VARCHAR, t.BIT,
+             t.TIMESTAMP2, t.DATETIME2, t.TIME2, t.JSON, t.NEWDECIMAL, t.ENUM, t.SET,
+             t.TINY_BLOB, t.MEDIUM_BLOB, t.LONG_BLOB, t.BLOB, t.VAR_STRING, t.STRING,
+             t.GEOMETRY]
 
 
 @pytest.mark.parametrize("type_", ALL_TYPES)
@@ -239,30 +239,30 @@ def test_null_stays_null_and_null_strategy_writes_null(type_: int) -> None:
         assert cell_rewrite(Strategy("null"), c, binary)(b"x") is None
 
 
-@pytest.mark.parametrize("type_", [m.NULL, m.VECTOR, 99])
+@pytest.mark.parametrize("type_", [t.NULL, t.VECTOR, 99])
 def test_unknown_types_are_null(type_: int) -> None:
     for binary in (False, True):
         assert cell_rewrite(Strategy("redact"), col(type_), binary)(b"\x01\x02") is None
 
 
 def test_hash_is_deterministic_per_key() -> None:
-    c = col(m.VAR_STRING, length=400)
+    c = col(t.VAR_STRING, length=400)
     first = text_cell_rewrite(Strategy("hash", key=KEY), c)
     again = text_cell_rewrite(Strategy("hash", key=KEY), c)
     other = text_cell_rewrite(Strategy("hash", key=b"other"), c)
     assert first(b"alice@example.com") == again(b"alice@example.com")
     assert first(b"alice@example.com") != first(b"bob@example.com")
     assert first(b"alice@example.com") != other(b"alice@example.com")
-    n = col(m.LONG)
+    n = col(t.LONG)
     assert binary_cell_rewrite(Strategy("hash", key=KEY), n)(struct.pack("<i", 42)) == \
         binary_cell_rewrite(Strategy("hash", key=KEY), n)(struct.pack("<i", 42))
-    blob = col(m.BLOB, charset=63)
+    blob = col(t.BLOB, charset=63)
     assert text_cell_rewrite(Strategy("hash", key=KEY), blob)(b"\x01") == \
         text_cell_rewrite(Strategy("hash", key=KEY), blob)(b"\x01")
 
 
 def test_partial_keeps_the_last_characters() -> None:
-    c = col(m.VAR_STRING, length=400)
+    c = col(t.VAR_STRING, length=400)
     out = text_cell_rewrite(Strategy("partial", keep_last=4), c)(b"4111-1111-1111-4242")
     assert out == b"****-****-****-4242"
     binary = binary_cell_rewrite(Strategy("partial", keep_last=4), c)(b"123-45-6789")
