@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -152,3 +153,57 @@ def test_text_result_set_from_the_local_mariadb(deprecate_eof: bool) -> None:
     assert my.encode_text_row((b"1", b"x'y", None, b"COLUMNS")) == rest[0]
     assert rest[-1][:1] == b"\xfe" and (caps & my.CLIENT_DEPRECATE_EOF) == (
         my.CLIENT_DEPRECATE_EOF if deprecate_eof else 0)
+
+
+class _Inbox:
+    """Payloads as they arrive, taken a given number at a time (several may come in one
+    read)."""
+
+    def __init__(self, sock: socket.socket, reader: PacketReader) -> None:
+        self.sock, self.reader = sock, reader
+        self.got: list[bytes] = []
+
+    def take(self, n: int) -> list[bytes]:
+        while len(self.got) < n:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.got += [p.payload for p in self.reader.feed(data)]
+        out, self.got = self.got[:n], self.got[n:]
+        return out
+
+
+@pytest.mark.mysql
+def test_binary_protocol_with_the_local_mariadb() -> None:
+    from protocols.mysql import binary as b
+    from protocols.mysql import types as t
+
+    wanted = (my.CLIENT_PROTOCOL_41 | my.CLIENT_SECURE_CONNECTION | my.CLIENT_PLUGIN_AUTH
+              | my.CLIENT_CONNECT_WITH_DB | my.CLIENT_DEPRECATE_EOF)
+    sock, reader, caps = _login(wanted)
+    eofs = 0 if caps & my.CLIENT_DEPRECATE_EOF else 1
+    inbox = _Inbox(sock, reader)
+    with sock:
+        sql = ("SELECT ? AS s, CAST(? AS SIGNED) AS i, CAST('2024-02-29 12:34:56.5' AS "
+               "DATETIME(1)) AS d, NULL AS n, 2.5e0 AS f")
+        sock.sendall(encode(bytes([my.COM_STMT_PREPARE]) + sql.encode(), 0))
+        reader.reset(1)
+        ok = b.PrepareOK.decode(inbox.take(1)[0])
+        assert (ok.columns, ok.params) == (5, 2)
+        inbox.take(ok.params + ok.columns + 2 * eofs)   # definitions
+        params = (b.Param(t.VAR_STRING, b.string_value(b"jane@example.com")),
+                  b.Param(t.LONGLONG, (-7).to_bytes(8, "little", signed=True)))
+        execute = b.Execute(ok.statement_id, params)
+        assert b.Execute.decode(execute.encode(), 2) == execute
+        sock.sendall(encode(execute.encode(), 0))
+        reader.reset(1)
+        answer = inbox.take(1 + 5 + eofs + 1 + 1)
+        columns = [my.ColumnDefinition.decode(p) for p in answer[1:6]]
+        types = [c.type for c in columns]
+        row = b.binary_row(answer[6 + eofs], types)
+        assert row[0] == b.string_value(b"jane@example.com")
+        assert int.from_bytes(row[1] or b"", "little", signed=True) == -7
+        assert row[2] == bytes([11]) + struct.pack("<HBBBBBI", 2024, 2, 29, 12, 34, 56, 500000)
+        assert row[3] is None and struct.unpack("<d", row[4] or b"")[0] == 2.5
+        assert b.encode_binary_row(row) == answer[6 + eofs]
+        assert answer[-1][:1] == b"\xfe"
