@@ -76,3 +76,62 @@ def test_ed25519_signature_of_any_password_verifies() -> None:
     assert not auth.ed25519_verify(signature, NONCE, public)
     assert not auth.ed25519_verify(auth.ed25519_sign(b"dem0", NONCE), NONCE, public)
     assert len(auth.ed25519_stored_text(b"demo")) == 43
+
+
+@pytest.mark.mysql
+def test_ed25519_login_to_a_throwaway_mariadb() -> None:
+    """A MariaDB account IDENTIFIED VIA ed25519: the server's AuthSwitchRequest nonce signed
+    with these functions logs in; a wrong password gets ER_ACCESS_DENIED (1045)."""
+    import socket
+
+    from protocols.mysql import messages as my
+    from protocols.mysql.packets import PacketReader, encode
+    from tests.mycluster import MyClusterError, start_cluster
+
+    try:
+        cluster = start_cluster(["--plugin-load-add=auth_ed25519"])
+    except MyClusterError as exc:
+        pytest.skip(f"throwaway MariaDB server not available: {exc}")
+    try:
+        cluster.sql("CREATE USER wg_ed@'%' IDENTIFIED VIA ed25519 USING PASSWORD('demo')")
+        stored = cluster.sql("SELECT authentication_string FROM mysql.user "
+                             "WHERE User = 'wg_ed'")
+        assert auth.ed25519_stored_text(b"demo") in stored
+        results = []
+        for password in (b"demo", b"wrong"):
+            with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+                reader = PacketReader()
+                hello = my.HandshakeV10.decode(_first(sock, reader))
+                caps = (my.CLIENT_PROTOCOL_41 | my.CLIENT_SECURE_CONNECTION
+                        | my.CLIENT_PLUGIN_AUTH) & hello.capabilities
+                sock.sendall(encode(my.HandshakeResponse41(caps, "wg_ed", b"", None,
+                                                           "client_ed25519").encode(), 1))
+                reader.reset(2)
+                switch = _first(sock, reader)
+                if switch[:1] == b"\xfe":   # AuthSwitchRequest: plugin name, then the nonce
+                    name, _, nonce = switch[1:].partition(b"\0")
+                    assert name == b"client_ed25519"
+                    sock.sendall(encode(auth.ed25519_sign(password, nonce.rstrip(b"\0")), 3))
+                else:   # already asked for client_ed25519: the greeting held the nonce
+                    raise AssertionError(switch)
+                reader.reset(4)
+                results.append(_first(sock, reader))
+        assert results[0][:1] == b"\x00"
+        assert my.ERR.decode(results[1]).errno == 1045
+    finally:
+        cluster.stop()
+
+
+def _first(sock: object, reader: object) -> bytes:
+    import socket as _socket
+
+    from protocols.mysql.packets import PacketReader
+
+    assert isinstance(sock, _socket.socket) and isinstance(reader, PacketReader)
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        got = reader.feed(data)
+        if got:
+            return got[0].payload
