@@ -132,7 +132,7 @@ def cell_rewrite(strategy: Strategy, column: Column) -> CellRewrite:
     """The rewrite of every cell of one result column, in the column's wire format."""
     oid, binary = column.type_oid, column.format == 1
     if strategy.name == "null":
-        return _null
+        return null_cell
     if oid in TEXT_TYPES:
         return _text_cell(strategy)
     if oid in JSON_TYPES:
@@ -144,26 +144,26 @@ def cell_rewrite(strategy: Strategy, column: Column) -> CellRewrite:
     if oid == NUMERIC:
         return _numeric_cell(strategy, binary)
     if oid == BOOL:
-        return _const_cell(b"\x00" if binary else b"f")
+        return const_cell(b"\x00" if binary else b"f")
     if oid == UUID:
         return _uuid_cell(strategy, binary)
     if oid == DATE:
-        return _const_cell(struct.pack("!i", -10957) if binary else b"1970-01-01")
+        return const_cell(struct.pack("!i", -10957) if binary else b"1970-01-01")
     if oid in TIMESTAMP_TYPES:
-        return _const_cell(struct.pack("!q", -946684800000000) if binary
+        return const_cell(struct.pack("!q", -946684800000000) if binary
                            else b"1970-01-01 00:00:00" + (b"+00" if oid == 1184 else b""))
     if oid == BYTEA and not binary:
-        return _const_cell(b"\\x")
+        return const_cell(b"\\x")
     if oid == BYTEA:
-        return _const_cell(b"")
-    return _null  # a type Wiregate cannot write a value of: NULL, never the original
+        return const_cell(b"")
+    return null_cell  # a type Wiregate cannot write a value of: NULL, never the original
 
 
-def _null(cell: bytes | None) -> bytes | None:
+def null_cell(cell: bytes | None) -> bytes | None:
     return None
 
 
-def _const_cell(value: bytes) -> CellRewrite:
+def const_cell(value: bytes) -> CellRewrite:
     def rewrite(cell: bytes | None) -> bytes | None:
         return None if cell is None else value
     return rewrite
@@ -172,20 +172,30 @@ def _const_cell(value: bytes) -> CellRewrite:
 MEMO_SIZE = 1024
 
 
-class _TextCell:
-    """Columns repeat values (statuses, padding, cities): the first MEMO_SIZE distinct values
-    of a column are remembered. ``memo`` is public so the row walk can look a value up
-    without calling back into Python."""
+def _utf8(cell: bytes) -> str:
+    return cell.decode("utf-8", errors="replace")
 
-    __slots__ = ("mask", "memo", "spec")
+
+class TextCell:
+    """A text column's rewrite. Columns repeat values (statuses, padding, cities): the first
+    MEMO_SIZE distinct values of a column are remembered. ``memo`` is public so the row walk
+    can look a value up without calling back into Python. ``decode`` and ``encode`` turn a
+    cell into text and the masked text back into a cell (a MySQL column's character set and
+    length)."""
+
+    __slots__ = ("mask", "memo", "spec", "decode", "encode")
 
     def __init__(self, mask: Callable[[str], str | None],
-                 spec: tuple[int, int, int, bytes] | None = None) -> None:
+                 spec: tuple[int, int, int, bytes] | None = None,
+                 decode: Callable[[bytes], str] = _utf8,
+                 encode: Callable[[str], bytes] = str.encode) -> None:
         self.mask = mask
         self.memo: dict[bytes, bytes | None] = {}
         # The same rewrite as bytes for an ASCII value, done by the row walk without a call
         # (protocols/postgres/rows.py; checked equal to mask() in the tests).
         self.spec = spec
+        self.decode = decode
+        self.encode = encode
 
     def __call__(self, cell: bytes | None) -> bytes | None:
         if cell is None:
@@ -193,15 +203,15 @@ class _TextCell:
         memo = self.memo
         if cell in memo:
             return memo[cell]
-        masked = self.mask(cell.decode("utf-8", errors="replace"))
-        out = None if masked is None else masked.encode()
+        masked = self.mask(self.decode(cell))
+        out = None if masked is None else self.encode(masked)
         if len(memo) < MEMO_SIZE:
             memo[cell] = out
         return out
 
 
 def _text_cell(strategy: Strategy) -> CellRewrite:
-    return _TextCell(strategy.mask_text, _byte_spec(strategy))
+    return TextCell(strategy.mask_text, _byte_spec(strategy))
 
 
 def _byte_spec(strategy: Strategy) -> tuple[int, int, int, bytes] | None:

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from policies.masking import Strategy
+from policies.masking import Strategy, TextCell, const_cell, null_cell
 from protocols.mysql.types import (
     BINARY_CHARSET,
     BIT,
@@ -128,7 +128,7 @@ def text_cell_rewrite(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
     """Text-protocol rewrite: a cell is the value's text (the length-encoded string's payload,
     without its length prefix); None is NULL, in and out."""
     if strategy.name == "null" or col.type in (NULL, VECTOR):
-        return _null
+        return null_cell
     kind = col.type
     if kind in _INTS or kind == YEAR:
         return _int_cell(strategy, col, binary=False)
@@ -137,12 +137,12 @@ def text_cell_rewrite(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
     if kind in _DECIMALS:
         return _decimal_cell(strategy, col)
     if kind in _DATES:
-        return _const(b"%04d-%02d-%02d" % _EPOCH)
+        return const_cell(b"%04d-%02d-%02d" % _EPOCH)
     if kind in _DATETIMES:
         second = 1 if kind in (TIMESTAMP, TIMESTAMP2) else 0
-        return _const(b"%04d-%02d-%02d 00:00:%02d" % (*_EPOCH, second) + _fraction(col))
+        return const_cell(b"%04d-%02d-%02d 00:00:%02d" % (*_EPOCH, second) + _fraction(col))
     if kind in _TIMES:
-        return _const(b"00:00:00" + _fraction(col))
+        return const_cell(b"00:00:00" + _fraction(col))
     return _common_cell(strategy, col)
 
 
@@ -154,7 +154,7 @@ def binary_cell_rewrite(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
     has the same form: the caller writes the prefix of the new payload. None is NULL (the
     row's null bitmap), in and out."""
     if strategy.name == "null" or col.type in (NULL, VECTOR):
-        return _null
+        return null_cell
     kind = col.type
     if kind in _INTS or kind == YEAR:
         return _int_cell(strategy, col, binary=True)
@@ -163,21 +163,21 @@ def binary_cell_rewrite(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
     if kind in _DECIMALS:
         return _decimal_cell(strategy, col)
     if kind in _DATES:
-        return _const(struct.pack("<HBB", *_EPOCH))
+        return const_cell(struct.pack("<HBB", *_EPOCH))
     if kind in _DATETIMES:
         second = 1 if kind in (TIMESTAMP, TIMESTAMP2) else 0
-        return _const(struct.pack("<HBBBBB", *_EPOCH, 0, 0, second))
+        return const_cell(struct.pack("<HBBBBB", *_EPOCH, 0, 0, second))
     if kind in _TIMES:
-        return _const(struct.pack("<BIBBB", 0, 0, 0, 0, 0))  # +0 days 00:00:00
+        return const_cell(struct.pack("<BIBBB", 0, 0, 0, 0, 0))  # +0 days 00:00:00
     return _common_cell(strategy, col)
 
 
 def _common_cell(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
     """Types written the same in both protocols (length-encoded strings)."""
     if col.enum_or_set:
-        return _const(b"")  # '' is a member of every ENUM (the error value) and SET
+        return const_cell(b"")  # '' is a member of every ENUM (the error value) and SET
     if col.type == GEOMETRY:
-        return _const(_POINT_ZERO)
+        return const_cell(_POINT_ZERO)
     if col.type == BIT:
         return _bit_cell()
     if col.type == JSON:
@@ -186,20 +186,10 @@ def _common_cell(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
         return _bytes_cell(strategy, col)
     if col.type in _STRINGS:
         return _text_cell(strategy, col)
-    return _null  # a type Wiregate cannot write a value of: NULL, never the original
+    return null_cell  # a type Wiregate cannot write a value of: NULL, never the original
 
 
 # -- cells ---------------------------------------------------------------------------------------
-
-
-def _null(cell: bytes | None) -> bytes | None:
-    return None
-
-
-def _const(value: bytes) -> CellRewrite:
-    def rewrite(cell: bytes | None) -> bytes | None:
-        return None if cell is None else value
-    return rewrite
 
 
 def _fraction(col: MySQLColumn) -> bytes:
@@ -307,28 +297,14 @@ def _bytes_cell(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
     return rewrite
 
 
-MEMO_SIZE = 1024
-
-
 def _text_cell(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
     """Text in the column's character set, cut to whole characters within its length."""
     codec = "latin-1" if col.charset in _LATIN1 else "ascii" if col.charset in _ASCII \
         else "utf-8"
     width = 1 if col.charset in _SINGLE_BYTE else 3 if col.charset in _UTF8MB3 else 4
     chars = col.length // width if col.length else 0
-    memo: dict[bytes, bytes | None] = {}  # columns repeat values: remember a few
-
-    def rewrite(cell: bytes | None) -> bytes | None:
-        if cell is None:
-            return None
-        if cell in memo:
-            return memo[cell]
-        masked = strategy.mask_text(cell.decode(codec, "replace"))
-        out = None if masked is None else _cut(masked, codec, chars, col.length)
-        if len(memo) < MEMO_SIZE:
-            memo[cell] = out
-        return out
-    return rewrite
+    return TextCell(strategy.mask_text, None, lambda cell: cell.decode(codec, "replace"),
+                    lambda text: _cut(text, codec, chars, col.length))
 
 
 def _cut(text: str, codec: str, chars: int, length: int) -> bytes:

@@ -275,12 +275,7 @@ class Relay:
                         if code != 0x50:
                             self.sent_batches += 1
                         continue
-                    out = Splicer(data, False)
-                    if isinstance(decision, Hold):
-                        self._hold(out, frames, i, stmt, decision)
-                        return
-                    self._apply(f, stmt, decision, out)
-                    self._client_frames(out, frames, i + 1)
+                    self._divert(data, frames, i, stmt, decision)
                     return
                 if code == 0x53:
                     self.sent_batches += 1
@@ -317,12 +312,7 @@ class Relay:
                 decision = self.session.decide(stmt)
                 if type(decision) is not Allow or decision.transform is not None:
                     self._queue(batch)
-                    out = Splicer(data, False)
-                    if isinstance(decision, Hold):
-                        self._hold(out, frames, i, stmt, decision)
-                        return
-                    self._apply(f, stmt, decision, out)
-                    self._continue(out, frames, i)
+                    self._divert(data, frames, i, stmt, decision)
                     return
                 if decision.scrub is not None:
                     self._scrub_batch(decision.scrub)
@@ -383,6 +373,16 @@ class Relay:
             return
         self._queue(batch)
         self._client_frames(Splicer(data, False), frames, i)
+
+    def _divert(self, data: bytes, frames: list[Frame], i: int, stmt: Statement,
+                decision: Decision) -> None:
+        """Leave a fast path at ``frames[i]``, whose decision changes what is forwarded."""
+        out = Splicer(data, False)
+        if isinstance(decision, Hold):
+            self._hold(out, frames, i, stmt, decision)
+            return
+        self._apply(frames[i], stmt, decision, out)
+        self._continue(out, frames, i)
 
     def _continue(self, out: Splicer, frames: list[Frame], i: int) -> None:
         """Go on after ``frames[i]`` was applied. A statement whose rows are rewritten, met
