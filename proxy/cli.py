@@ -8,6 +8,7 @@ import getpass
 import sys
 from pathlib import Path
 
+from protocols.mysql.auth import ed25519_stored_text, native_stored, sha2_stored
 from protocols.postgres.scram import make_verifier
 from proxy.config import ConfigError, load_config
 from proxy.explain import add_commands as add_explain_commands
@@ -30,15 +31,19 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{args.config}: error: {exc}", file=sys.stderr)
         return 1
-    lst = cfg.postgres
-    assert lst is not None
     print(f"{args.config}: ok")
-    print(f"  postgres listener {lst.host}:{lst.port} tls={'on' if lst.tls_enabled else 'off'}"
-          f" require_tls={lst.require_tls} workers={cfg.server.workers}")
-    for name, up in lst.databases.items():
-        where = up.unix_path if up.is_unix else f"{up.host}:{up.port}"
-        profile = f", profile {cfg.guardrails.profile_for(up)}" if cfg.guardrails else ""
-        print(f"  database {name} -> {where}/{up.dbname} as {up.user} (tls={up.tls}{profile})")
+    for kind, lst in (("postgres", cfg.postgres), ("mysql", cfg.mysql)):
+        if lst is None:
+            continue
+        print(f"  {kind} listener {lst.host}:{lst.port} "
+              f"tls={'on' if lst.tls_enabled else 'off'} require_tls={lst.require_tls} "
+              f"workers={cfg.server.workers}")
+        for name, up in lst.databases.items():
+            where = up.host if kind == "mysql" and up.is_unix else \
+                up.unix_path if up.is_unix else f"{up.host}:{up.port}"
+            profile = f", profile {cfg.guardrails.profile_for(up)}" if cfg.guardrails else ""
+            print(f"  {kind} database {name} -> {where}/{up.dbname} as {up.user} "
+                  f"(tls={up.tls}{profile})")
     print(f"  users: {', '.join(sorted(cfg.users)) or '(none: no client can log in)'}")
     if cfg.guardrails is None:
         print("  guardrails: off (every statement is forwarded)")
@@ -64,7 +69,11 @@ def _passwd(args: argparse.Namespace) -> int:
         return 1
     verifier = make_verifier(password, iterations=args.iterations)
     if args.user:
-        print(f"[users.{args.user}]\nscram_sha_256 = \"{verifier}\"")
+        pw = password.encode()
+        print(f"[users.{args.user}]\nscram_sha_256 = \"{verifier}\"\n"
+              f"mysql_native_password = \"*{native_stored(pw).hex().upper()}\"\n"
+              f"caching_sha2_password = \"{sha2_stored(pw).hex()}\"\n"
+              f"client_ed25519 = \"{ed25519_stored_text(pw)}\"")
     else:
         print(verifier)
     return 0
@@ -87,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("config")
     c.set_defaults(func=_check)
     add_explain_commands(sub)
-    pw = sub.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for a client login")
+    pw = sub.add_parser("passwd", help="print a client login's stored password forms "
+                                            "(SCRAM-SHA-256; with --user also MySQL's)")
     pw.add_argument("--user", help="print a ready [users.NAME] table")
     pw.add_argument("--stdin", action="store_true", help="read the password from stdin")
     pw.add_argument("--iterations", type=int, default=4096)

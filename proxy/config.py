@@ -6,6 +6,8 @@ so ``wiregate check-config`` is useful on its own.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import ssl
 import tomllib
@@ -87,8 +89,26 @@ class Upstream:
 
 @dataclass(frozen=True)
 class ClientUser:
+    """A client login. PostgreSQL clients prove the password with SCRAM; MySQL clients with
+    whichever plugin the user has a stored form for (none of them is the password)."""
+
     name: str
-    scram_verifier: str
+    scram_verifier: str | None = None
+    mysql_native_password: bytes | None = None   # SHA1(SHA1(password))
+    caching_sha2_password: bytes | None = None   # SHA256(SHA256(password))
+    client_ed25519: bytes | None = None          # the Ed25519 public key
+
+    @property
+    def mysql_plugins(self) -> tuple[str, ...]:
+        """The MySQL auth plugins this user can log in with, strongest first."""
+        out = []
+        if self.client_ed25519 is not None:
+            out.append("client_ed25519")
+        if self.caching_sha2_password is not None:
+            out.append("caching_sha2_password")
+        if self.mysql_native_password is not None:
+            out.append("mysql_native_password")
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,33 @@ class PostgresListener:
     startup_timeout: float = 30.0
     idle_timeout: float = 0.0
     max_message_size: int = 256 * 1024 * 1024
+    tcp_keepalive: bool = True
+    keepalive_idle: int = 60
+    keepalive_interval: int = 10
+    keepalive_count: int = 6
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+@dataclass(frozen=True)
+class MySQLListener:
+    """The MySQL/MariaDB listener. A client's database name picks the route; a client that
+    names none gets ``default_database``. ``USE`` then moves within the route's server."""
+
+    host: str
+    port: int
+    databases: dict[str, Upstream]
+    default_database: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    require_tls: bool = False
+    connect_timeout: float = 10.0
+    startup_timeout: float = 30.0
+    idle_timeout: float = 0.0
+    max_packet_size: int = 64 * 1024 * 1024     # max_allowed_packet towards the client
+    server_version: str = "10.11.0-Wiregate"    # until the upstream's greeting says otherwise
     tcp_keepalive: bool = True
     keepalive_idle: int = 60
     keepalive_interval: int = 10
@@ -146,6 +193,7 @@ class Config:
     postgres: PostgresListener | None
     guardrails: GuardrailsSettings | None = None
     source: str = ""
+    mysql: MySQLListener | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -198,13 +246,13 @@ def _positive(value: float, key: str, allow_zero: bool = False) -> None:
         raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
-def _upstream(name: str, table: Any, prefix: str) -> Upstream:
+def _upstream(name: str, table: Any, prefix: str, default_port: int = 5432) -> Upstream:
     if not isinstance(table, dict):
         raise ConfigError(prefix, "must be a table")
     _reject_unknown(table, {"host", "port", "dbname", "user", "password", "password_env",
                             "password_file", "tls", "tls_ca_file", "tls_server_name",
                             "profile"}, prefix)
-    port = _take(table, "port", prefix, int, 5432)
+    port = _take(table, "port", prefix, int, default_port)
     if not 0 < port < 65536:
         raise ConfigError(f"{prefix}.port", f"must be a TCP port 1-65535, got {port}")
     tls = _take(table, "tls", prefix, str, "prefer")
@@ -250,23 +298,7 @@ def _postgres(table: Any) -> PostgresListener:
     if not dbs:
         raise ConfigError(f"{p}.databases", "needs at least one database")
     databases = {name: _upstream(name, t, f"{p}.databases.{name}") for name, t in dbs.items()}
-    cert = _take(table, "tls_cert_file", p, str)
-    key = _take(table, "tls_key_file", p, str)
-    if (cert is None) != (key is None):
-        raise ConfigError(f"{p}.tls_key_file" if cert else f"{p}.tls_cert_file",
-                          "tls_cert_file and tls_key_file go together")
-    for k, f in (("tls_cert_file", cert), ("tls_key_file", key)):
-        if f and not Path(f).is_file():
-            raise ConfigError(f"{p}.{k}", f"file {f} does not exist")
-    if cert and key:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"{p}.tls_cert_file",
-                              f"cannot load the certificate and key: {exc}") from None
-    require_tls = _take(table, "require_tls", p, bool, False)
-    if require_tls and not cert:
-        raise ConfigError(f"{p}.require_tls", "needs tls_cert_file and tls_key_file")
+    cert, key, require_tls = _server_tls(table, p)
     out = PostgresListener(
         host=host,
         port=port,
@@ -293,6 +325,77 @@ def _postgres(table: Any) -> PostgresListener:
             raise ConfigError(f"{p}.{k}", f"must be between 1 and {top}, got {value}")
     if out.max_message_size < 1024:
         raise ConfigError(f"{p}.max_message_size", "must be at least 1024 bytes")
+    return out
+
+
+def _server_tls(table: dict[str, Any], p: str) -> tuple[str | None, str | None, bool]:
+    """A listener's certificate pair and require_tls, checked as the server will load them."""
+    cert = _take(table, "tls_cert_file", p, str)
+    key = _take(table, "tls_key_file", p, str)
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{p}.tls_key_file" if cert else f"{p}.tls_cert_file",
+                          "tls_cert_file and tls_key_file go together")
+    for k, f in (("tls_cert_file", cert), ("tls_key_file", key)):
+        if f and not Path(f).is_file():
+            raise ConfigError(f"{p}.{k}", f"file {f} does not exist")
+    if cert and key:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{p}.tls_cert_file",
+                              f"cannot load the certificate and key: {exc}") from None
+    require_tls = _take(table, "require_tls", p, bool, False)
+    if require_tls and not cert:
+        raise ConfigError(f"{p}.require_tls", "needs tls_cert_file and tls_key_file")
+    return cert, key, require_tls
+
+
+def _mysql(table: Any) -> MySQLListener:
+    p = "mysql"
+    if not isinstance(table, dict):
+        raise ConfigError(p, "must be a table")
+    _reject_unknown(table, {"listen", "databases", "default_database", "tls_cert_file",
+                            "tls_key_file", "require_tls", "connect_timeout", "startup_timeout",
+                            "idle_timeout", "max_packet_size", "server_version",
+                            "tcp_keepalive", "keepalive_idle", "keepalive_interval",
+                            "keepalive_count"}, p)
+    host, port = _listen(_take(table, "listen", p, str, "127.0.0.1:3307"), f"{p}.listen")
+    dbs = _take(table, "databases", p, dict, required=True)
+    if not dbs:
+        raise ConfigError(f"{p}.databases", "needs at least one database")
+    databases = {name: _upstream(name, t, f"{p}.databases.{name}", 3306)
+                 for name, t in dbs.items()}
+    default = _take(table, "default_database", p, str)
+    if default is None and len(databases) == 1:
+        default = next(iter(databases))
+    if default is not None and default not in databases:
+        raise ConfigError(f"{p}.default_database", f"database {default!r} is not defined "
+                          f"(defined: {', '.join(sorted(databases))})")
+    cert, key, require_tls = _server_tls(table, p)
+    out = MySQLListener(
+        host=host, port=port, databases=databases, default_database=default,
+        tls_cert_file=cert, tls_key_file=key, require_tls=require_tls,
+        connect_timeout=_take(table, "connect_timeout", p, float, 10.0),
+        startup_timeout=_take(table, "startup_timeout", p, float, 30.0),
+        idle_timeout=_take(table, "idle_timeout", p, float, 0.0),
+        max_packet_size=_take(table, "max_packet_size", p, int, 64 * 1024 * 1024),
+        server_version=_take(table, "server_version", p, str, "10.11.0-Wiregate"),
+        tcp_keepalive=_take(table, "tcp_keepalive", p, bool, True),
+        keepalive_idle=_take(table, "keepalive_idle", p, int, 60),
+        keepalive_interval=_take(table, "keepalive_interval", p, int, 10),
+        keepalive_count=_take(table, "keepalive_count", p, int, 6),
+    )
+    _positive(out.connect_timeout, f"{p}.connect_timeout")
+    _positive(out.startup_timeout, f"{p}.startup_timeout")
+    _positive(out.idle_timeout, f"{p}.idle_timeout", allow_zero=True)
+    if not 1024 <= out.max_packet_size <= 1024 ** 3:
+        raise ConfigError(f"{p}.max_packet_size", "must be between 1024 and 1073741824 bytes "
+                          "(the server's max_allowed_packet range)")
+    for k, top in (("keepalive_idle", 32767), ("keepalive_interval", 32767),
+                   ("keepalive_count", 127)):
+        value = getattr(out, k)
+        if not 0 < value <= top:
+            raise ConfigError(f"{p}.{k}", f"must be between 1 and {top}, got {value}")
     return out
 
 
@@ -347,7 +450,7 @@ def _guardrails(table: Any) -> GuardrailsSettings:
 
 
 def parse_config(data: dict[str, Any], source: str = "") -> Config:
-    _reject_unknown(data, {"server", "users", "postgres", "guardrails"}, "")
+    _reject_unknown(data, {"server", "users", "postgres", "mysql", "guardrails"}, "")
     st = _take(data, "server", "", dict, {})
     _reject_unknown(st, {"workers", "log_format", "log_level", "shutdown_grace", "uvloop"},
                     "server")
@@ -366,25 +469,22 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
         raise ConfigError("server.log_level", "must be debug, info, warning or error")
     _positive(server.shutdown_grace, "server.shutdown_grace", allow_zero=True)
 
-    users: dict[str, ClientUser] = {}
-    for name, ut in _take(data, "users", "", dict, {}).items():
-        prefix = f"users.{name}"
-        if not isinstance(ut, dict):
-            raise ConfigError(prefix, "must be a table")
-        _reject_unknown(ut, {"scram_sha_256"}, prefix)
-        verifier = _take(ut, "scram_sha_256", prefix, str, required=True)
-        try:
-            parse_verifier(verifier)
-        except ValueError as exc:
-            raise ConfigError(f"{prefix}.scram_sha_256", str(exc)) from exc
-        users[name] = ClientUser(name=name, scram_verifier=verifier)
+    users = {name: _user(name, ut) for name, ut in _take(data, "users", "", dict, {}).items()}
 
     postgres = _postgres(data["postgres"]) if "postgres" in data else None
-    if postgres is None:
-        raise ConfigError("postgres", "no listener configured: add a [postgres] table")
+    mysql = _mysql(data["mysql"]) if "mysql" in data else None
+    if postgres is None and mysql is None:
+        raise ConfigError("postgres", "no listener configured: add a [postgres] or [mysql] "
+                          "table")
+    if postgres is not None and mysql is not None and \
+            (postgres.host, postgres.port) == (mysql.host, mysql.port):
+        raise ConfigError("mysql.listen", "is the same address as postgres.listen")
     guardrails = _guardrails(data["guardrails"]) if "guardrails" in data else None
-    for name, up in postgres.databases.items():
-        key = f"postgres.databases.{name}.profile"
+    routes = [(f"postgres.databases.{n}", up) for n, up in
+              (postgres.databases.items() if postgres else ())]
+    routes += [(f"mysql.databases.{n}", up) for n, up in (mysql.databases.items() if mysql else ())]
+    for where, up in routes:
+        key = f"{where}.profile"
         if up.profile is not None and guardrails is None:
             raise ConfigError(key, "needs a [guardrails] table defining the profiles")
         if guardrails is None:
@@ -396,7 +496,64 @@ def parse_config(data: dict[str, Any], source: str = "") -> Config:
             raise ConfigError(key, "is required: guardrails are on and "
                               "guardrails.default_profile is not set")
     return Config(server=server, users=users, postgres=postgres, guardrails=guardrails,
-                  source=source)
+                  source=source, mysql=mysql)
+
+
+_USER_KEYS = ("scram_sha_256", "mysql_native_password", "caching_sha2_password",
+              "client_ed25519")
+
+
+def _user(name: str, ut: Any) -> ClientUser:
+    """A login and its stored password forms, as ``wiregate passwd`` prints them."""
+    prefix = f"users.{name}"
+    if not isinstance(ut, dict):
+        raise ConfigError(prefix, "must be a table")
+    _reject_unknown(ut, set(_USER_KEYS), prefix)
+    if not any(k in ut for k in _USER_KEYS):
+        raise ConfigError(f"{prefix}.scram_sha_256", "is required (or a MySQL password form: "
+                          "mysql_native_password, caching_sha2_password, client_ed25519)")
+    verifier = _take(ut, "scram_sha_256", prefix, str)
+    if verifier is not None:
+        try:
+            parse_verifier(verifier)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}.scram_sha_256", str(exc)) from exc
+    native = _take(ut, "mysql_native_password", prefix, str)
+    sha2 = _take(ut, "caching_sha2_password", prefix, str)
+    ed = _take(ut, "client_ed25519", prefix, str)
+    return ClientUser(
+        name=name, scram_verifier=verifier,
+        mysql_native_password=_hex_hash(native, 20, f"{prefix}.mysql_native_password", "*"),
+        caching_sha2_password=_hex_hash(sha2, 32, f"{prefix}.caching_sha2_password", ""),
+        client_ed25519=_ed25519_key(ed, f"{prefix}.client_ed25519"),
+    )
+
+
+def _hex_hash(value: str | None, size: int, key: str, mark: str) -> bytes | None:
+    if value is None:
+        return None
+    text = value[len(mark):] if mark and value.startswith(mark) else value
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != size or (mark and not value.startswith(mark)):
+        raise ConfigError(key, f"must be {mark}{'X' * 4}… ({size * 2} hex digits), as "
+                          "`wiregate passwd` prints it")
+    return raw
+
+
+def _ed25519_key(value: str | None, key: str) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(key, "must be the base64 Ed25519 public key (43 characters), as "
+                          "`wiregate passwd` prints it")
+    return raw
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -150,12 +150,12 @@ def test_full_config_values() -> None:
     ({"users__alice": {}}, "users.alice.scram_sha_256", "is required"),
     # unknown keys
     ({"postgre": {}}, "postgre",
-     "unknown key (expected one of: guardrails, postgres, server, users)"),
+     "unknown key (expected one of: guardrails, mysql, postgres, server, users)"),
     ({"server__worker": 2}, "server.worker", "unknown key"),
     ({"postgres__listen_port": 1}, "postgres.listen_port", "unknown key"),
     ({"postgres__databases__test__hots": "x"}, f"{DB}.hots", "unknown key"),
     ({"users__alice__password": "x", "users__alice__scram_sha_256": VERIFIER},
-     "users.alice.password", "unknown key (expected one of: scram_sha_256)"),
+     "users.alice.password", "unknown key (expected one of: caching_sha2_password, client_ed25519, mysql_native_password, scram_sha_256)"),
 ])
 def test_errors_name_the_key(changes: dict[str, Any], key: str, message: str) -> None:
     exc = problem(config(**changes))
