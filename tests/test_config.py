@@ -155,7 +155,8 @@ def test_full_config_values() -> None:
     ({"postgres__listen_port": 1}, "postgres.listen_port", "unknown key"),
     ({"postgres__databases__test__hots": "x"}, f"{DB}.hots", "unknown key"),
     ({"users__alice__password": "x", "users__alice__scram_sha_256": VERIFIER},
-     "users.alice.password", "unknown key (expected one of: caching_sha2_password, client_ed25519, mysql_native_password, scram_sha_256)"),
+     "users.alice.password", "unknown key (expected one of: caching_sha2_password, "
+     "client_ed25519, mysql_native_password, scram_sha_256)"),
 ])
 def test_errors_name_the_key(changes: dict[str, Any], key: str, message: str) -> None:
     exc = problem(config(**changes))
