@@ -30,7 +30,11 @@ from policies.guard import GuardPolicy
 from protocols.postgres.messages import error
 from proxy import logs
 from proxy.catalog import CatalogCache, catalog_key
-from proxy.config import Config, PostgresListener, Upstream
+from proxy.config import Config, MySQLListener, PostgresListener, Upstream
+from proxy.mysql_catalog import load_mysql_catalog
+from proxy.mysql_session import MySQLSession
+from proxy.mysql_upstream import connect as mysql_connect
+from proxy.mysql_upstream import query as mysql_query
 from proxy.session import Approver, NoApprover, Session
 from proxy.upstream import send_cancel
 
@@ -39,7 +43,7 @@ _CANCEL = struct.Struct("!II")
 _CATALOG = b"catalog-changed:"   # datagram to the other workers: re-read a route's catalog
 
 
-def server_tls_context(listener: PostgresListener) -> ssl.SSLContext | None:
+def server_tls_context(listener: PostgresListener | MySQLListener) -> ssl.SSLContext | None:
     if not listener.tls_enabled:
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -103,39 +107,53 @@ class RouteCatalogs:
 
 
 def guard_policy(config: Config, cache: CatalogCache,
-                 broadcast: Callable[[str], None] | None = None) -> GuardPolicy | None:
-    """The guardrails configured for this listener, or None when there are none."""
+                 broadcast: Callable[[str], None] | None = None,
+                 dialect: str = "postgres") -> GuardPolicy | None:
+    """The guardrails configured for one listener, or None when there are none."""
     g = config.guardrails
-    if g is None or config.postgres is None:
+    listener = config.mysql if dialect == "mysql" else config.postgres
+    if g is None or listener is None:
         return None
-    routes = config.postgres.databases
+    routes = listener.databases
 
     def profile_for(session: SessionInfo) -> str:
         return g.profile_for(routes[session.database])
 
     return GuardPolicy(g.profiles, profile_for, RouteCatalogs(cache, routes, broadcast),
-                       mask_keys=g.mask_keys)
+                       dialect=dialect, mask_keys=g.mask_keys)
 
 
 class Worker:
     """One event loop serving a listener: sessions, cancel keys, shutdown."""
 
     def __init__(self, config: Config, index: int = 0, rundir: str | None = None,
-                 policy: Policy | None = None, approver: Approver | None = None) -> None:
-        assert config.postgres is not None
+                 policy: Policy | None = None, approver: Approver | None = None,
+                 mysql_policy: Policy | None = None) -> None:
         self.config = config
         self.listener = config.postgres
         self.index = index
         self.rundir = rundir
         self.users = config.users
-        self.catalogs = CatalogCache(
-            config.guardrails.catalog_refresh if config.guardrails else 300.0)
+        refresh = config.guardrails.catalog_refresh if config.guardrails else 300.0
+        self.catalogs = CatalogCache(refresh)
         self.policy: Policy = policy or guard_policy(
             config, self.catalogs, self._broadcast_catalog_change) or AllowAll()
         self.approver: Approver = approver or NoApprover()
-        self.server_tls = server_tls_context(self.listener)
+        self.server_tls = server_tls_context(self.listener) if self.listener else None
+        # The MySQL/MariaDB listener: its own catalogs (information_schema), guardrails in
+        # the MySQL dialect, and the connection ids clients see (for KILL).
+        self.mysql_listener = config.mysql
+        self.mysql_catalogs = CatalogCache(refresh, loader=self._mysql_loader)
+        self.mysql_policy: Policy = mysql_policy or guard_policy(
+            config, self.mysql_catalogs,
+            lambda db: self._broadcast_catalog_change("mysql:" + db), dialect="mysql",
+        ) or AllowAll()
+        self.mysql_tls = server_tls_context(config.mysql) if config.mysql else None
+        self.mysql_sessions: dict[int, MySQLSession] = {}
+        self._next_mysql_id = 1
+        self._mysql_server: asyncio.base_events.Server | None = None
         self.sessions: dict[int, Session] = {}
-        self.all_sessions: set[Session] = set()
+        self.all_sessions: set[Session | MySQLSession] = set()
         self._next_pid = 1
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.base_events.Server | None = None
@@ -158,6 +176,45 @@ class Worker:
         if session.key is not None:
             self.sessions.pop(session.key[0], None)
         self.all_sessions.discard(session)
+
+    async def _mysql_loader(self, up: Upstream, version: int) -> Catalog:
+        return await load_mysql_catalog(up, version, self.mysql_catalogs.timeout)
+
+    def register_mysql(self, session: MySQLSession) -> int:
+        """A connection id for a MySQL client: the worker in the top 8 bits, as for
+        PostgreSQL's cancel keys."""
+        while True:
+            cid = (self.index << 24) | (self._next_mysql_id & 0xFFFFFF)
+            self._next_mysql_id = (self._next_mysql_id % 0xFFFFFF) + 1
+            if cid not in self.mysql_sessions and cid != 0:
+                break
+        self.mysql_sessions[cid] = session
+        self.all_sessions.add(session)
+        return cid
+
+    def unregister_mysql(self, session: MySQLSession) -> None:
+        if self.mysql_sessions.get(session.connection_id) is session:
+            del self.mysql_sessions[session.connection_id]
+        self.all_sessions.discard(session)
+
+    def kill_mysql(self, target: MySQLSession, query_only: bool) -> None:
+        """KILL of a session on another upstream server: over a connection of its own."""
+        up, conn = target.upstream, target.up
+        if up is None or conn is None:
+            return
+
+        async def run() -> None:
+            try:
+                killer = await mysql_connect(up, capabilities=0, timeout=5.0)
+                try:
+                    await mysql_query(killer, f"KILL {'QUERY ' if query_only else ''}"
+                                      f"{conn.connection_id}")
+                finally:
+                    killer.writer.close()
+            except Exception as exc:
+                log.warning("kill forwarding failed", extra={"error": str(exc)})
+
+        self.spawn(run())
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -215,9 +272,15 @@ class Worker:
         except BlockingIOError:
             return
         if data.startswith(_CATALOG):
-            up = self.listener.databases.get(data[len(_CATALOG):].decode(errors="replace"))
+            name = data[len(_CATALOG):].decode(errors="replace")
+            if name.startswith("mysql:"):
+                lst: PostgresListener | MySQLListener | None = self.mysql_listener
+                cache, name = self.mysql_catalogs, name[6:]
+            else:
+                lst, cache = self.listener, self.catalogs
+            up = lst.databases.get(name) if lst is not None else None
             if up is not None:
-                self.catalogs.invalidate(up)
+                cache.invalidate(up)
             return
         if len(data) == _CANCEL.size:
             pid, secret = _CANCEL.unpack(data)
@@ -230,6 +293,7 @@ class Worker:
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert self.listener is not None
         session = Session(self, self.listener, self.policy, self.approver, reader, writer)
         self.all_sessions.add(session)
         try:
@@ -241,11 +305,37 @@ class Worker:
             if session.relay is None:
                 self.unregister(session)
 
-    async def start(self, sock: socket.socket | None = None) -> None:
+    async def _handle_mysql(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert self.mysql_listener is not None
+        session = MySQLSession(self, self.mysql_listener, self.mysql_policy, self.approver,
+                               self.mysql_catalogs, reader, writer)
+        try:
+            await session.run()
+        except Exception:
+            log.exception("session failed", extra={"session": session.id})
+            session.close()
+        finally:
+            if session.relay is None:
+                self.unregister_mysql(session)
+
+    async def start(self, sock: socket.socket | None = None,
+                    mysql_sock: socket.socket | None = None) -> None:
         lst = self.listener
-        if sock is None:
-            sock = listen_socket(lst.host, lst.port, reuse_port=self.rundir is not None)
-        self._server = await asyncio.start_server(self._handle, sock=sock, limit=1 << 20)
+        if lst is not None:
+            if sock is None:
+                sock = listen_socket(lst.host, lst.port, reuse_port=self.rundir is not None)
+            self._server = await asyncio.start_server(self._handle, sock=sock, limit=1 << 20)
+        my_lst = self.mysql_listener
+        if my_lst is not None:
+            if mysql_sock is None:
+                mysql_sock = listen_socket(my_lst.host, my_lst.port,
+                                           reuse_port=self.rundir is not None)
+            self._mysql_server = await asyncio.start_server(self._handle_mysql,
+                                                            sock=mysql_sock, limit=1 << 20)
         path = self._cancel_path(self.index)
         if path is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -262,6 +352,12 @@ class Worker:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def mysql_port(self) -> int:
+        assert self._mysql_server is not None
+        port: int = self._mysql_server.sockets[0].getsockname()[1]
+        return port
+
     async def shutdown(self, grace: float) -> None:
         """Stop accepting; let sessions finish their transaction, up to ``grace`` seconds."""
         if self.shutting_down:
@@ -269,16 +365,20 @@ class Worker:
         self.shutting_down = True
         log.info("shutting down", extra={"worker": self.index, "sessions": len(self.sessions),
                                          "grace_s": grace})
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._mysql_server):
+            if server is not None:
+                server.close()
         for session in list(self.all_sessions):
             session.begin_shutdown()
         deadline = time.monotonic() + grace
         while self.all_sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self.all_sessions):
-            session.close(error("57P01", "terminating connection due to administrator command",
-                                severity="FATAL"))
+            if isinstance(session, MySQLSession):
+                session.close()
+            else:
+                session.close(error("57P01", "terminating connection due to administrator "
+                                    "command", severity="FATAL"))
         await asyncio.sleep(0)
         if self._cancel_sock is not None:
             asyncio.get_running_loop().remove_reader(self._cancel_sock.fileno())
@@ -303,9 +403,11 @@ async def _worker_main(config: Config, index: int, rundir: str | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(
             sig, lambda: loop.create_task(worker.shutdown(config.server.shutdown_grace)))
-    lst = worker.listener
-    log.info("listening", extra={"worker": index, "address": f"{lst.host}:{lst.port}",
-                                 "tls": lst.tls_enabled, "pid": os.getpid()})
+    for kind, lst in (("postgres", worker.listener), ("mysql", worker.mysql_listener)):
+        if lst is not None:
+            log.info("listening", extra={"worker": index, "protocol": kind,
+                                         "address": f"{lst.host}:{lst.port}",
+                                         "tls": lst.tls_enabled, "pid": os.getpid()})
     await worker.stopped.wait()
 
 
@@ -317,14 +419,15 @@ def _run_worker(config: Config, index: int, rundir: str | None) -> None:
 def serve(config: Config) -> int:
     """Run the proxy until SIGTERM/SIGINT; returns the process exit code."""
     logs.setup(config.server.log_format, config.server.log_level)
-    assert config.postgres is not None
-    lst = config.postgres
-    try:  # fail early and clearly when the address is taken
-        listen_socket(lst.host, lst.port, reuse_port=False).close()
-    except OSError as exc:
-        log.error("cannot listen", extra={"address": f"{lst.host}:{lst.port}",
-                                          "error": exc.strerror})
-        return 1
+    for lst in (config.postgres, config.mysql):
+        if lst is None:
+            continue
+        try:  # fail early and clearly when an address is taken
+            listen_socket(lst.host, lst.port, reuse_port=False).close()
+        except OSError as exc:
+            log.error("cannot listen", extra={"address": f"{lst.host}:{lst.port}",
+                                              "error": exc.strerror})
+            return 1
     n = config.server.workers
     if n == 1:
         _run_worker(config, 0, None)
@@ -382,10 +485,11 @@ class ThreadedProxy:
     """A worker on its own thread and loop: lets tests inject policies and approvers."""
 
     def __init__(self, config: Config, policy: Policy | None = None,
-                 approver: Approver | None = None) -> None:
+                 approver: Approver | None = None, mysql_policy: Policy | None = None) -> None:
         self.config = config
         self.policy = policy
         self.approver = approver
+        self.mysql_policy = mysql_policy
         self.loop = asyncio.new_event_loop()
         self.worker: Worker | None = None
         self._ready = threading.Event()
@@ -395,10 +499,9 @@ class ThreadedProxy:
         asyncio.set_event_loop(self.loop)
 
         async def main() -> None:
-            self.worker = Worker(self.config, 0, None, self.policy, self.approver)
-            assert self.config.postgres is not None
-            lst = self.config.postgres
-            await self.worker.start(listen_socket(lst.host, lst.port, reuse_port=False))
+            self.worker = Worker(self.config, 0, None, self.policy, self.approver,
+                                 self.mysql_policy)
+            await self.worker.start()
             self._ready.set()
             await self.worker.stopped.wait()
 
@@ -414,6 +517,11 @@ class ThreadedProxy:
     def port(self) -> int:
         assert self.worker is not None
         return self.worker.port
+
+    @property
+    def mysql_port(self) -> int:
+        assert self.worker is not None
+        return self.worker.mysql_port
 
     def stop(self, grace: float = 1.0) -> None:
         if self.worker is not None and self._thread.is_alive():

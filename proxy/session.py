@@ -21,7 +21,7 @@ from policies.guard import GuardPolicy, StartupRefused
 from protocols.postgres import messages as m
 from protocols.postgres.framing import StartupFramer
 from protocols.postgres.scram import MECHANISM, ScramError, ScramServer, parse_verifier
-from proxy.catalog import CatalogError
+from proxy.catalog import CatalogCache, CatalogError
 from proxy.config import ClientUser, PostgresListener, Upstream
 from proxy.relay import HIGH_WATER, Relay
 from proxy.upstream import UpstreamConnection, UpstreamError, connect, set_keepalive
@@ -86,57 +86,20 @@ def _take_buffered(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
-class Session:
-    """State shared by the startup coroutine and the relay for one client."""
+class Decider:
+    """The decision point and what follows a Hold, shared by the PostgreSQL and MySQL
+    sessions: the policy is asked, a refusal counted, a held statement waits for its
+    approver or for a fresh catalog read."""
 
-    def __init__(self, worker: Worker, listener: PostgresListener, policy: Policy,
-                 approver: Approver, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.worker = worker
-        self.listener = listener
-        self.policy = policy
-        self.approver = approver
-        self.reader = reader
-        self.writer = writer
-        self.id = f"{worker.index}-{next(_session_ids)}"
-        peer = writer.get_extra_info("peername")
-        self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
-        self.info = SessionInfo(self.id, "", "", "", client_addr=self.client_addr)
-        self.tls = False
-        self.upstream: Upstream | None = None
-        self.up: UpstreamConnection | None = None
-        self.relay: Relay | None = None
-        self.key: tuple[int, int] | None = None
-        self.last_activity = time.monotonic()
-        self.started = time.monotonic()
-        self.denials = 0
-        self._idle_handle: asyncio.TimerHandle | None = None
-
-    # -- facts the relay updates ---------------------------------------------------------
-
-    @property
-    def transaction_status(self) -> str:
-        return self.info.transaction_status
-
-    @transaction_status.setter
-    def transaction_status(self, value: str) -> None:
-        self.info.transaction_status = value
-        if value == "I" and "ddl_pending" in self.info.policy_state:
-            hook = getattr(self.policy, "transaction_ended", None)
-            if hook is not None:
-                hook(self.info)
-
-    @property
-    def parameters(self) -> dict[str, str]:
-        return self.info.parameters
-
-    def touch(self) -> None:
-        self.last_activity = time.monotonic()
-
-    def notification_payload(self) -> Callable[[str], str] | None:
-        """How the policy rewrites NOTIFY payloads reaching this session (None: untouched)."""
-        hook = getattr(self.policy, "notification_payload", None)
-        return hook(self.info) if hook is not None else None
+    worker: Worker
+    policy: Policy
+    approver: Approver
+    info: SessionInfo
+    id: str
+    upstream: Upstream | None
+    denials: int
+    catalogs: CatalogCache
+    connect_timeout: float
 
     # -- the decision point ----------------------------------------------------------------
 
@@ -181,8 +144,8 @@ class Session:
         async def wait() -> None:
             if upstream is not None:
                 try:
-                    await asyncio.wait_for(self.worker.catalogs.fresh(upstream, since),
-                                           self.listener.connect_timeout)
+                    await asyncio.wait_for(self.catalogs.fresh(upstream, since),
+                                           self.connect_timeout)
                 except (CatalogError, TimeoutError) as exc:
                     log.warning("catalog re-read failed", extra={
                         "session": self.id, "error": str(exc) or "timeout"})
@@ -197,6 +160,61 @@ class Session:
             resume(result)
 
         self.worker.spawn(wait())
+
+
+class Session(Decider):
+    """State shared by the startup coroutine and the relay for one client."""
+
+    def __init__(self, worker: Worker, listener: PostgresListener, policy: Policy,
+                 approver: Approver, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.catalogs = worker.catalogs
+        self.connect_timeout = listener.connect_timeout
+        self.policy = policy
+        self.approver = approver
+        self.reader = reader
+        self.writer = writer
+        self.id = f"{worker.index}-{next(_session_ids)}"
+        peer = writer.get_extra_info("peername")
+        self.client_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "local"
+        self.info = SessionInfo(self.id, "", "", "", client_addr=self.client_addr)
+        self.tls = False
+        self.upstream: Upstream | None = None
+        self.up: UpstreamConnection | None = None
+        self.relay: Relay | None = None
+        self.key: tuple[int, int] | None = None
+        self.last_activity = time.monotonic()
+        self.started = time.monotonic()
+        self.denials = 0
+        self._idle_handle: asyncio.TimerHandle | None = None
+
+    # -- facts the relay updates ---------------------------------------------------------
+
+    @property
+    def transaction_status(self) -> str:
+        return self.info.transaction_status
+
+    @transaction_status.setter
+    def transaction_status(self, value: str) -> None:
+        self.info.transaction_status = value
+        if value == "I" and "ddl_pending" in self.info.policy_state:
+            hook = getattr(self.policy, "transaction_ended", None)
+            if hook is not None:
+                hook(self.info)
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return self.info.parameters
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def notification_payload(self) -> Callable[[str], str] | None:
+        """How the policy rewrites NOTIFY payloads reaching this session (None: untouched)."""
+        hook = getattr(self.policy, "notification_payload", None)
+        return hook(self.info) if hook is not None else None
 
     # -- errors on the wire ----------------------------------------------------------------
 
@@ -379,7 +397,10 @@ class Session:
 
     async def _authenticate(self, user: str) -> None:
         client_user: ClientUser | None = self.worker.users.get(user)
-        verifier = parse_verifier(client_user.scram_verifier) if client_user else None
+        # A login with only MySQL password forms cannot use PostgreSQL: it fails like an
+        # unknown user, after the same exchange.
+        verifier = parse_verifier(client_user.scram_verifier) \
+            if client_user and client_user.scram_verifier else None
         scram = ScramServer(verifier, user)
         failed = StartupFailed("28P01", f"password authentication failed for user \"{user}\"")
         self.writer.write(m.auth_sasl([MECHANISM]))

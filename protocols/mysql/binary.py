@@ -5,10 +5,10 @@ cell and re-encode the row without decoding the others. Sans-IO."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from protocols.mysql.messages import COM_STMT_EXECUTE, Reader, lenenc_int
+from protocols.mysql.messages import COM_STMT_EXECUTE, Reader, lenenc_int, lenenc_int_at
 from protocols.mysql.packets import PacketError
 from protocols.mysql.types import FIXED_WIDTH, TEMPORAL
 
@@ -141,6 +141,38 @@ def encode_binary_row(values: Sequence[bytes | None]) -> bytes:
             bit = i + 2
             bitmap[bit // 8] |= 1 << (bit % 8)
     return b"\x00" + bytes(bitmap) + b"".join(v for v in values if v is not None)
+
+
+def rewrite_binary_row(payload: bytes, types: Sequence[int],
+                       rewrites: Mapping[int, Callable[[bytes | None], bytes | None]]) -> bytes:
+    """The row with the planned cells rewritten. A rewrite sees and returns a cell without
+    its length prefix (fixed-width types have none); NULL is None, through the bitmap."""
+    cells = list(binary_row(payload, types))
+    for index, fn in rewrites.items():
+        raw = cells[index]
+        type_ = types[index]
+        fixed = type_ in FIXED_WIDTH
+        if raw is None:
+            value = None
+        elif fixed:
+            value = raw
+        elif type_ in TEMPORAL:
+            value = raw[1:]
+        else:
+            _, start = lenenc_int_at(raw, 0)
+            value = raw[start:]
+        new = fn(value)
+        if new is None:
+            cells[index] = None
+        elif fixed:
+            if len(new) != FIXED_WIDTH[type_]:
+                raise PacketError("binary row: a rewrite changed a fixed-width value's size")
+            cells[index] = new
+        elif type_ in TEMPORAL:
+            cells[index] = bytes([len(new)]) + new
+        else:
+            cells[index] = lenenc_int(len(new)) + new
+    return encode_binary_row(cells)
 
 
 def string_value(data: bytes) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from protocols.mysql.packets import PacketError
@@ -103,6 +104,22 @@ class Reader:
     @property
     def left(self) -> int:
         return len(self.data) - self.pos
+
+
+def lenenc_int_at(data: bytes, pos: int) -> tuple[int | None, int]:
+    """The length-encoded integer at ``pos`` and the position after it (None: 0xFB, NULL).
+    Raises PacketError past the end, so a truncated packet is never read as a value."""
+    if pos >= len(data):
+        raise PacketError("length-encoded integer past the end of the packet")
+    first = data[pos]
+    if first < 0xFB:
+        return first, pos + 1
+    if first == 0xFB:
+        return None, pos + 1
+    width = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
+    if width is None or pos + 1 + width > len(data):
+        raise PacketError("invalid length-encoded integer")
+    return int.from_bytes(data[pos + 1:pos + 1 + width], "little"), pos + 1 + width
 
 
 def lenenc_int(n: int) -> bytes:
@@ -396,6 +413,45 @@ def text_row(payload: bytes, columns: int) -> tuple[bytes | None, ...]:
 
 def encode_text_row(values: tuple[bytes | None, ...]) -> bytes:
     return b"".join(b"\xfb" if v is None else lenenc_bytes(v) for v in values)
+
+
+CellRewrite = Callable[[bytes | None], bytes | None]
+
+
+def rewrite_text_row(payload: bytes, rewrites: Sequence[tuple[int, CellRewrite]]) -> bytes:
+    """The row with the cells at the given (ascending) positions passed through their
+    rewrite; cells in between are copied as they are, undecoded."""
+    out = bytearray()
+    pos = 0
+    col = 0
+    copied = 0
+    n = len(payload)
+    for index, fn in rewrites:
+        while col < index:      # skip to the cell
+            if pos >= n:
+                raise PacketError("text row: fewer values than columns")
+            length, pos = lenenc_int_at(payload, pos)
+            if length is not None:
+                pos += length
+            col += 1
+        start = pos
+        length, pos = lenenc_int_at(payload, pos)
+        if length is None:
+            value = None
+        else:
+            if pos + length > n:
+                raise PacketError("text row: value past the end of the packet")
+            value = bytes(payload[pos:pos + length])
+            pos += length
+        col += 1
+        out += payload[copied:start]
+        new = fn(value)
+        out += b"\xfb" if new is None else lenenc_bytes(new)
+        copied = pos
+    if pos > n:
+        raise PacketError("text row: value past the end of the packet")
+    out += payload[copied:]
+    return bytes(out)
 
 
 def query(sql: str) -> bytes:
