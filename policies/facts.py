@@ -65,6 +65,10 @@ class Call:
     # ``row.f`` may be the call f(row) (PostgreSQL's attribute notation): a call only if a
     # routine of that name exists, otherwise a column.
     attribute: bool = False
+    # MySQL: an unqualified function call. The server resolves it to its own function first,
+    # and a name that is neither its own nor a stored routine is an error; so when the
+    # catalog has no routine of that name, it is a built-in.
+    builtin: bool = False
 
 
 @dataclass(frozen=True)

@@ -418,7 +418,8 @@ def _call(f: exp.Func, procedure: bool = False) -> Call:
     parent = f.parent
     schema = parent.this.name if isinstance(parent, exp.Dot) and parent.expression is f else None
     return Call(Name(schema or None, name.lower()),
-                tuple(_literal_text(a) for a in _call_args(f)), procedure)
+                tuple(_literal_text(a) for a in _call_args(f)), procedure,
+                builtin=not schema and not procedure)
 
 
 def _collect(tree: exp.Expr, acc: _Acc, skip: Iterable[exp.Expr] = ()) -> None:

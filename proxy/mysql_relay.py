@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import TokenError
 
+from policies import mysql_masking
 from policies.decision import Allow, Decision, Deny, Hold, MessageScrub, SessionInfo, Statement
 from policies.guard import PARSE_RULE, GuardPolicy, mysql_error
 from policies.guardrails import Refusal
-from policies import mysql_masking
 from policies.mysql_masking import MySQLColumn
 from protocols.mysql import messages as my
 from protocols.mysql import responses as rs

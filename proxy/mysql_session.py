@@ -89,6 +89,26 @@ def _rsa_public_pem() -> tuple[Any, bytes]:
     return _rsa_key, pem
 
 
+async def greeting_version(up: Upstream, timeout: float = 3.0) -> str | None:
+    """The version string the upstream's greeting carries, read and hung up on; None when
+    it cannot be read. Clients pick defaults by it, so Wiregate's greeting repeats it."""
+    async def read() -> str:
+        if up.is_unix:
+            reader, writer = await asyncio.open_unix_connection(up.host)
+        else:
+            reader, writer = await asyncio.open_connection(up.host, up.port)
+        try:
+            hdr = await reader.readexactly(4)
+            payload = await reader.readexactly(int.from_bytes(hdr[:3], "little"))
+            return my.HandshakeV10.decode(payload).server_version
+        finally:
+            writer.close()
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, PacketError):
+        return None
+
+
 def profile_setup(profile: Profile | None, server_version: str) -> list[str]:
     """What a profile imposes on every upstream session, as SET statements: read-only
     transactions and a statement time limit (MariaDB's max_statement_time in seconds, MySQL's
@@ -190,7 +210,8 @@ class MySQLSession(Decider):
         self.connection_id = self.worker.register_mysql(self)
         nonce = _nonce()
         offered = OFFERED | (my.CLIENT_SSL if self.worker.mysql_tls is not None else 0)
-        greeting = my.HandshakeV10(lst.server_version, self.connection_id, nonce, offered,
+        greeting = my.HandshakeV10(self.worker.mysql_version or lst.server_version,
+                                   self.connection_id, nonce, offered,
                                    charset=45, status=2, auth_plugin=NATIVE)
         self._write(greeting.encode())
         payload = await self._read()
@@ -262,6 +283,9 @@ class MySQLSession(Decider):
                                   lst.keepalive_count)
         await self._load_catalog(upstream)
         self.info.parameters["server_version"] = up.greeting.server_version
+        # Clients choose defaults (collations, SQL syntax) by the greeting's version: the
+        # next greeting says what the server says.
+        self.worker.mysql_version = up.greeting.server_version
         self._write(my.OK(status=up.status).encode())
         log.info("session started", extra={
             "session": self.id, "user": self.info.user, "database": name,

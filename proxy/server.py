@@ -32,7 +32,7 @@ from proxy import logs
 from proxy.catalog import CatalogCache, catalog_key
 from proxy.config import Config, MySQLListener, PostgresListener, Upstream
 from proxy.mysql_catalog import load_mysql_catalog
-from proxy.mysql_session import MySQLSession
+from proxy.mysql_session import MySQLSession, greeting_version
 from proxy.mysql_upstream import connect as mysql_connect
 from proxy.mysql_upstream import query as mysql_query
 from proxy.session import Approver, NoApprover, Session
@@ -150,6 +150,7 @@ class Worker:
         ) or AllowAll()
         self.mysql_tls = server_tls_context(config.mysql) if config.mysql else None
         self.mysql_sessions: dict[int, MySQLSession] = {}
+        self.mysql_version: str | None = None     # the upstream's, once known
         self._next_mysql_id = 1
         self._mysql_server: asyncio.base_events.Server | None = None
         self.sessions: dict[int, Session] = {}
@@ -334,6 +335,9 @@ class Worker:
             if mysql_sock is None:
                 mysql_sock = listen_socket(my_lst.host, my_lst.port,
                                            reuse_port=self.rundir is not None)
+            default = my_lst.databases.get(my_lst.default_database or "") \
+                or next(iter(my_lst.databases.values()))
+            self.mysql_version = await greeting_version(default)
             self._mysql_server = await asyncio.start_server(self._handle_mysql,
                                                             sock=mysql_sock, limit=1 << 20)
         path = self._cancel_path(self.index)

@@ -207,3 +207,81 @@ def proxy_process(pg: PgTarget, tmp_path: Path) -> Iterator[Callable[..., ProxyP
     yield start
     for p in procs:
         p.stop()
+
+
+# -- MySQL/MariaDB --------------------------------------------------------------------------
+
+DEFAULT_MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+MYSQL_USER_FORMS = {
+    "mysql_native_password": "*C142FB215B6E05B7C134B1A653AD4B455157FD79",
+    "caching_sha2_password": "175939018983abcaa4029ba81e61adbaa63f3fabe38bed84a9edd03bea587ade",
+    "client_ed25519": "Oy9wpsyDYrwoM7O5ucl8H2lW0fB7Es0xpLFI43VrvuY",
+}   # the password "demo" (CLIENT_PASSWORD), as `wiregate passwd --user demo` prints it
+
+
+@dataclass(frozen=True)
+class MySQLTarget:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def mysql_target() -> MySQLTarget:
+    u = urlparse(os.environ.get("WIREGATE_TEST_MYSQL_DSN", DEFAULT_MYSQL_DSN))
+    return MySQLTarget(u.hostname or "127.0.0.1", u.port or 3306, unquote(u.username or "root"),
+                       unquote(u.password or ""), (u.path or "/test").lstrip("/") or "test")
+
+
+@pytest.fixture(scope="session")
+def mysql() -> MySQLTarget:
+    t = mysql_target()
+    try:
+        with socket.create_connection((t.host, t.port), timeout=3):
+            pass
+    except OSError as exc:
+        pytest.skip(f"MariaDB/MySQL not reachable at {t.host}:{t.port}: {exc}")
+    return t
+
+
+def mysql_config_dict(my: MySQLTarget, port: int, **listener: Any) -> dict[str, Any]:
+    """A configuration with a [mysql] listener on ``port`` in front of ``my``: route "test"
+    (plus ``extra_databases``), the client login demo/demo in every MySQL password form."""
+    upstream: dict[str, Any] = {"host": my.host, "port": my.port, "dbname": my.database,
+                                "user": my.user, "tls": "disable"}
+    if my.password:
+        upstream["password"] = my.password
+    upstream.update(listener.pop("upstream", {}))
+    server = listener.pop("server", {})
+    guardrails = listener.pop("guardrails", None)
+    users = listener.pop("users", {CLIENT_USER: dict(MYSQL_USER_FORMS)})
+    databases = {"test": upstream}
+    for name, extra in listener.pop("extra_databases", {}).items():
+        databases[name] = {**upstream, **extra}
+    out: dict[str, Any] = {
+        "server": {"log_level": "warning", **server},
+        "users": users,
+        "mysql": {"listen": f"127.0.0.1:{port}", "databases": databases,
+                  "default_database": "test", **listener},
+    }
+    if guardrails is not None:
+        out["guardrails"] = guardrails
+    return out
+
+
+@pytest.fixture
+def mysql_proxy_factory(mysql: MySQLTarget) -> Iterator[Callable[..., ThreadedProxy]]:
+    """Start an in-process Wiregate with a MySQL listener; ``.mysql_port`` is where to
+    connect. Keyword arguments override the listener (see ``mysql_config_dict``)."""
+    started: list[ThreadedProxy] = []
+
+    def start(policy: Any = None, approver: Any = None, **listener: Any) -> ThreadedProxy:
+        cfg = parse_config(mysql_config_dict(mysql, free_port(), **listener))
+        p = ThreadedProxy(cfg, approver=approver, mysql_policy=policy).start()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop(0.5)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,11 @@ class MyCluster:
             raise MyClusterError(f"SQL failed: {res.stderr.strip()}")
         return res.stdout.strip()
 
+    @property
+    def socket_path(self) -> Path:
+        """The server's Unix socket file."""
+        return self.directory / "mysqld.sock"
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -60,8 +65,12 @@ class MyCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_cluster(options: Iterable[str] = ()) -> MyCluster:
-    """A new server; ``options`` are extra ``mariadbd`` command-line options."""
+def start_cluster(options: Iterable[str] = (),
+                  files: Mapping[str, bytes] | None = None) -> MyCluster:
+    """A new server; ``options`` are extra ``mariadbd`` command-line options.
+
+    ``files`` (name -> content) are written into the server's directory first, readable by
+    the server's OS user only; ``{dir}`` in an option is that directory (TLS keys)."""
     if shutil.which("mariadb-install-db") is None or not Path("/usr/sbin/mariadbd").exists():
         raise MyClusterError("MariaDB server binaries are not installed")
     directory = Path(tempfile.mkdtemp(prefix="wiregate-my-"))
@@ -69,6 +78,14 @@ def start_cluster(options: Iterable[str] = ()) -> MyCluster:
     if as_mysql:
         pw = pwd.getpwnam(_OS_USER)
         os.chown(directory, pw.pw_uid, pw.pw_gid)
+    for name, content in (files or {}).items():
+        path = directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        if as_mysql:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    options = [o.replace("{dir}", str(directory)) for o in options]
     data = directory / "data"
     user = [f"--user={_OS_USER}"] if as_mysql else []
     res = subprocess.run(["mariadb-install-db", f"--datadir={data}", "--auth-root-authentication-"
@@ -98,3 +115,24 @@ def start_cluster(options: Iterable[str] = ()) -> MyCluster:
             time.sleep(0.2)
     cluster.stop()
     raise MyClusterError("mariadbd did not start in time")
+
+
+TLS_OPTIONS = ("--ssl-cert={dir}/server.crt", "--ssl-key={dir}/server.key",
+               "--ssl-ca={dir}/ca.crt")
+
+
+def tls_files(hostnames: Sequence[str] = ("127.0.0.1", "localhost")) -> dict[str, bytes]:
+    """A fresh test CA and a server certificate it signed for ``hostnames``, as the files
+    ``TLS_OPTIONS`` name (``ca.crt`` is in the cluster directory for clients to verify
+    with)."""
+    from proxy.certs import generate_ca, generate_server_cert
+
+    ca_cert, ca_key = generate_ca("Wiregate MariaDB test CA")
+    cert, key = generate_server_cert(ca_cert, ca_key, list(hostnames))
+    return {"ca.crt": ca_cert, "server.crt": cert, "server.key": key}
+
+
+def start_tls_cluster(options: Iterable[str] = (),
+                      hostnames: Sequence[str] = ("127.0.0.1", "localhost")) -> MyCluster:
+    """A new server with TLS on (``have_ssl = YES``); its CA is ``directory / "ca.crt"``."""
+    return start_cluster([*TLS_OPTIONS, *options], files=tls_files(hostnames))
