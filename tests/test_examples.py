@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from policies.guardrails import parse_profiles
+from protocols.mysql.auth import native_stored
 from protocols.postgres.scram import make_verifier, parse_verifier
 from proxy.config import load_config
 
@@ -31,7 +33,7 @@ def test_example_loads_with_demo_login(path: Path) -> None:
     assert config.postgres is not None
     assert config.postgres.databases
     assert "demo" in config.users, f"{path.name} should define the documented demo login"
-    assert _password_matches(config.users["demo"].scram_verifier, "demo")
+    assert _password_matches(config.users["demo"].scram_verifier or "", "demo")
 
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.name)
@@ -74,4 +76,48 @@ def test_demo_config_loads(tmp_path: Path) -> None:
     upstream = config.postgres.databases["demo"]
     assert (upstream.host, upstream.port, upstream.tls) == (str(tmp_path / "sock"), 5432,
                                                             "disable")
-    assert _password_matches(config.users["demo"].scram_verifier, "demo")
+    assert _password_matches(config.users["demo"].scram_verifier or "", "demo")
+
+
+def test_local_example_fronts_local_mariadb(mysql: Any) -> None:
+    """examples/local.toml's MySQL listener as a user runs it: `wiregate serve`, then the
+    mariadb client logs in as demo/demo on 3307 (moved to a free port here) and a DROP is
+    refused by the agent-rw profile."""
+    import subprocess
+
+    from proxy.server import ThreadedProxy
+    from tests.conftest import free_port
+
+    text = (EXAMPLES_DIR / "local.toml").read_text()
+    config = load_config(EXAMPLES_DIR / "local.toml")
+    assert config.mysql is not None
+    assert (config.mysql.host, config.mysql.port) == ("127.0.0.1", 3307)
+    route = config.mysql.databases["test"]
+    assert (route.host, route.port, route.dbname, route.user) == ("127.0.0.1", 3306, "test",
+                                                                  "root")
+    demo = config.users["demo"]
+    assert demo.mysql_native_password == native_stored(b"demo")
+    port = free_port()
+    moved = EXAMPLES_DIR / f".local-{port}.toml"
+    moved.write_text(text.replace('listen = "127.0.0.1:3307"', f'listen = "127.0.0.1:{port}"')
+                     .replace('listen = "127.0.0.1:6432"',
+                              f'listen = "127.0.0.1:{free_port()}"'))
+    try:
+        proxy = ThreadedProxy(load_config(moved)).start()
+    finally:
+        moved.unlink()
+    try:
+        def cli(db: str, sql: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["mariadb", "-h127.0.0.1", f"-P{port}", "-udemo", "-pdemo",
+                                   "--batch", "--skip-column-names", db, "-e", sql],
+                                  capture_output=True, text=True, timeout=30)
+
+        ok = cli("test", "SELECT 40 + 2")
+        assert ok.returncode == 0 and ok.stdout.strip() == "42", ok.stderr
+        refused = cli("test", "DROP TABLE no_such_table")
+        assert refused.returncode == 1
+        assert "wiregate: blocked by rule no-ddl" in refused.stderr
+        ro = cli("readonly", "SELECT @@tx_read_only")
+        assert ro.stdout.strip() == "1", ro.stderr
+    finally:
+        proxy.stop()
