@@ -92,6 +92,7 @@ class _Prepared:
     scrub: MessageScrub | None = None
     types: list[int] = field(default_factory=list)
     plan: dict[int, Callable[[bytes | None], bytes | None]] = field(default_factory=dict)
+    defs: list[bytes] = field(default_factory=list)   # the column definitions planned for
 
 
 @dataclass(slots=True)
@@ -130,7 +131,7 @@ class MySQLRelay:
         self.closed = False
         self.terminating = False
         self.status = 2
-        self.columns: list[MySQLColumn] = []
+        self.columns: list[bytes] = []    # the current result's column definitions
         self.plan: dict[int, Callable[[bytes | None], bytes | None]] = {}
         self.types: list[int] = []
         self.bytes_up = 0
@@ -600,8 +601,7 @@ class MySQLRelay:
                 return my.rewrite_text_row(payload, sorted(self.plan.items()))
             return None
         if event == rs.COLUMN:
-            if head.expect in (rs.EXPECT_RESULT,) and (head.transform is not None
-                                                        or head.binary):
+            if head.transform is not None and head.expect == rs.EXPECT_RESULT:
                 self._column(head, payload)
             return None
         if event == rs.ERR:
@@ -634,17 +634,25 @@ class MySQLRelay:
         return None
 
     def _column(self, head: _Pending, payload: bytes) -> None:
-        d = my.ColumnDefinition.decode(payload)
-        self.columns.append(MySQLColumn(len(self.columns), d.schema, d.table, d.org_table,
-                                        d.name, d.org_name, d.type, d.flags, d.charset,
-                                        d.decimals, d.length))
-        if len(self.columns) == self.tracker.columns:
-            self.types = [c.type for c in self.columns]
-            self.plan = mysql_masking.plan(head.transform, self.columns, head.binary) \
-                if head.transform is not None else {}
-            if head.stmt is not None:
-                head.stmt.types = self.types
-                head.stmt.plan = self.plan
+        """Collect a result's column definitions; with the last one, plan the rewrite. A
+        prepared statement executed again with the same definitions keeps its plan."""
+        defs = self.columns
+        defs.append(payload)
+        if len(defs) < self.tracker.columns:
+            return
+        stmt = head.stmt
+        if stmt is not None and stmt.defs == defs:
+            self.types, self.plan = stmt.types, stmt.plan
+            return
+        columns = []
+        for i, raw in enumerate(defs):
+            d = my.ColumnDefinition.decode(raw)
+            columns.append(MySQLColumn(i, d.schema, d.table, d.org_table, d.name, d.org_name,
+                                       d.type, d.flags, d.charset, d.decimals, d.length))
+        self.types = [c.type for c in columns]
+        self.plan = mysql_masking.plan(head.transform, columns, head.binary)
+        if stmt is not None:
+            stmt.defs, stmt.types, stmt.plan = list(defs), self.types, self.plan
 
 
 def _packets(size: int) -> int:
