@@ -14,7 +14,8 @@ from typing import Any
 
 from pglast.parser import ParseError
 
-from policies.facts import Name
+from policies import mysql_lineage
+from policies.facts import Name, Unparseable
 from policies.lineage import UNRESOLVED, Resolver, Sources, lineage, table_columns
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
@@ -60,6 +61,9 @@ class Catalog:
     version: int = 0
     loaded: bool = False
     search_path: str = '"$user", public'   # the upstream role's default, as the server says
+    # MySQL/MariaDB: which server and release, as executable comments and lineage read text.
+    server: str = "mariadb"
+    server_version: tuple[int, int, int] = (10, 11, 0)
 
     def __post_init__(self) -> None:
         self._by_oid = {r.oid: r for rs in self.routines.values() for r in rs if r.oid}
@@ -73,14 +77,15 @@ class Catalog:
     @classmethod
     def build(cls, relations: Iterable[RelationInfo], routines: Iterable[RoutineInfo],
               schemas: Iterable[str] = (), version: int = 1,
-              search_path: str = '"$user", public') -> Catalog:
+              search_path: str = '"$user", public', server: str = "mariadb",
+              server_version: tuple[int, int, int] = (10, 11, 0)) -> Catalog:
         rels = {r.name: r for r in relations}
         procs: dict[Name, list[RoutineInfo]] = {}
         for p in routines:
             procs.setdefault(p.name, []).append(p)
         names = set(schemas) | {n.schema for n in rels if n.schema} | {
             n.schema for n in procs if n.schema}
-        return cls(rels, procs, names, version, True, search_path)
+        return cls(rels, procs, names, version, True, search_path, server, server_version)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -93,6 +98,8 @@ class Catalog:
                          for ps in self.routines.values() for p in ps],
             "schemas": sorted(self.schemas),
             "search_path": self.search_path,
+            "server": self.server,
+            "server_version": list(self.server_version),
         }, indent=0)
 
     @classmethod
@@ -105,8 +112,11 @@ class Catalog:
                 for r in data.get("relations", [])]
         procs = [RoutineInfo(Name(s, n), oid, vol, kind)
                  for s, n, oid, vol, kind in data.get("routines", [])]
+        release = data.get("server_version", [10, 11, 0])
         return cls.build(rels, procs, data.get("schemas", []),
-                         search_path=data.get("search_path", '"$user", public'))
+                         search_path=data.get("search_path", '"$user", public'),
+                         server=data.get("server", "mariadb"),
+                         server_version=(int(release[0]), int(release[1]), int(release[2])))
 
     # -- resolution ---------------------------------------------------------------------------
 
@@ -229,6 +239,82 @@ class Catalog:
             return cols
 
         return resolve
+
+    # -- MySQL/MariaDB --------------------------------------------------------------------------
+
+    def mysql_stored_function(self, name: Name, database: str | None) -> bool:
+        """Whether a MySQL call runs a stored function: ``db.f()`` always (built-ins take no
+        database), ``f()`` when the current database has a function of that name (names
+        compare case-insensitively). Other names are built-ins, or fail on the server."""
+        if name.schema is not None:
+            return True
+        index: set[tuple[str | None, str]] | None = self.__dict__.get("_mysql_functions")
+        if index is None:
+            index = {(r.name.schema, r.name.name.lower()) for rs in self.routines.values()
+                     for r in rs if r.kind != "p"}
+            self.__dict__["_mysql_functions"] = index
+        return database is not None and (database, name.name.lower()) in index
+
+    def mysql_lineage_resolver(self, database: str | None) -> Resolver:
+        """Relation columns for MySQL column lineage, with ``database`` the session's current
+        one: an unqualified name is looked up there only (no search path). Table names
+        compare exactly (as on Linux); column names are lower-cased, as MySQL compares them,
+        so masking patterns name columns in lower case. A view's columns carry its
+        definition's lineage (resolved in the view's database); a view whose definition is
+        hidden, does not parse, has another width or is part of a cycle is UNRESOLVED. The
+        server's statistics tables carry ANY_MASKED (``mysql_lineage.with_statistics``)."""
+        resolvers: dict[str | None, Resolver] = self.__dict__.setdefault(
+            "_mysql_resolvers", {})
+        if database in resolvers:
+            return resolvers[database]
+        memo: dict[Name, tuple[tuple[str, Sources], ...]] = self.__dict__.setdefault(
+            "_mysql_lineage_memo", {})
+        busy: set[Name] = self.__dict__.setdefault("_mysql_busy", set())
+        unknown: Sources = frozenset({UNRESOLVED})
+
+        def stored(name: Name) -> list[tuple[str, Sources]] | None:
+            rel = self.relations.get(name)
+            if rel is None:
+                return None
+            if rel.name in memo:
+                return list(memo[rel.name])
+            if rel.kind not in ("v", "m"):
+                cols = table_columns(rel.name, [c.lower() for c in rel.columns])
+            elif rel.definition is None:
+                cols = [(c.lower(), unknown) for c in rel.columns]
+            elif rel.name in busy:
+                return None
+            else:
+                busy.add(rel.name)
+                try:
+                    cols = self._mysql_view_columns(rel)
+                finally:
+                    busy.discard(rel.name)
+            memo[rel.name] = tuple(cols)
+            return cols
+
+        with_stats = mysql_lineage.with_statistics(stored)
+
+        def resolve(name: Name) -> list[tuple[str, Sources]] | None:
+            schema = name.schema or database
+            return with_stats(Name(schema, name.name)) if schema else None
+
+        resolvers[database] = resolve
+        return resolve
+
+    def _mysql_view_columns(self, rel: RelationInfo) -> list[tuple[str, Sources]]:
+        assert rel.definition is not None
+        db = rel.name.schema
+        try:
+            outs = mysql_lineage.lineage(
+                rel.definition, self.mysql_lineage_resolver(db), self.server,
+                self.server_version, lambda n: self.mysql_stored_function(n, db))
+        except Unparseable:   # a definition we cannot read: unknown
+            outs = []
+        names = [c.lower() for c in rel.columns]
+        if not outs or (names and len(outs) != len(names)):
+            return [(c, frozenset({UNRESOLVED})) for c in names or ["?"]]
+        return [(names[i] if names else o.name.lower(), o.sources) for i, o in enumerate(outs)]
 
     def routines_named(self, name: Name, path: Sequence[str]) -> list[RoutineInfo]:
         """All overloads the call may resolve to (argument types are not matched: every

@@ -18,15 +18,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pglast import ast, parse_sql
 from pglast.parser import ParseError, normalize
 from pglast.stream import RawStream
+from sqlglot.dialects.mysql import MySQL
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
 
-from policies import mysql_statements, statements
+from policies import mysql_lineage, mysql_statements, statements
 from policies.catalog import Catalog
-from policies.decision import ALLOW, Allow, Decision, Deny, Hold, SessionInfo, Statement
+from policies.decision import (
+    ALLOW,
+    Allow,
+    Decision,
+    Deny,
+    Hold,
+    MessageScrub,
+    ResultTransform,
+    SessionInfo,
+    Statement,
+)
 from policies.facts import Call, Facts, Name, Setting, Unparseable
 from policies.guardrails import Context, Guardrails, Profile, Refusal
 from policies.lineage import (
@@ -35,11 +48,24 @@ from policies.lineage import (
     UNRESOLVED,
     Output,
     Sink,
+    Source,
     is_marker,
     lineage,
     sinks,
 )
-from policies.masking import MaskingPolicy, MaskTransform, scrub_message
+from policies.masking import (
+    ColumnPattern,
+    MaskingPolicy,
+    MaskRule,
+    MaskTransform,
+    scrub_message,
+)
+from policies.mysql_masking import (
+    DetectText,
+    MessageColumn,
+    scrub_mysql_error,
+    withhold_mysql_error,
+)
 
 CACHE_SIZE = 4096
 MAX_PREPARED_REJUDGE = 1000
@@ -93,7 +119,9 @@ class _SessionState:
     # back at each FETCH, a SQL-prepared statement's at each EXECUTE ("cursor:c",
     # "prepared:p"). A name not in here (a protocol-level portal, a refcursor a function
     # opened, one forgotten past MAX_NAMED) is masked whole.
-    named: dict[str, tuple[MaskTransform | None, bool]] = field(default_factory=dict)
+    # MySQL adds "handler:h" (HANDLER … OPEN AS h, read at each HANDLER h READ).
+    named: dict[str, tuple[ResultTransform | None, MessageScrub | None]] = field(
+        default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,11 +132,12 @@ class _Verdict:
     writes: bool = False                  # kept as a prepared statement, it would write
     prepared: tuple[str, ...] = ()        # SQL PREPARE names
     deallocated: tuple[str, ...] = ()     # DEALLOCATE / DISCARD ALL ("*")
-    transform: MaskTransform | None = None  # masking of the rows the statement returns
+    transform: ResultTransform | None = None  # masking of the rows the statement returns
     # A cursor or SQL-prepared statement: ("open", "cursor:c") with the masking of its
     # rows in ``transform``; ("read", name) for FETCH/EXECUTE; ("close", name or "cursor:*").
     named: tuple[str, str] | None = None
-    scrub: bool = False    # it reads masked columns: its errors and notices are scrubbed
+    # It reads masked columns: its errors and notices pass through this (the dialect's).
+    scrub: MessageScrub | None = None
 
     # The decision itself when applying the verdict changes nothing in the session (a read,
     # masked or not): then a cache hit answers without ``_apply``. Set in __post_init__.
@@ -118,8 +147,7 @@ class _Verdict:
         plain = not (self.refusal is not None or self.settings or self.changes_catalog
                      or self.writes or self.prepared or self.deallocated
                      or self.named is not None)
-        object.__setattr__(self, "fixed", Allow(self.transform, scrub_message if self.scrub
-                                                else None) if plain else None)
+        object.__setattr__(self, "fixed", Allow(self.transform, self.scrub) if plain else None)
 
 
 MAX_NAMED = 10_000
@@ -145,6 +173,17 @@ def through_calls(output: Output, catalog: Catalog, ctx: Context) -> Output:
     if any(user_function(n, catalog, ctx) for n in output.calls):
         return Output(output.name, output.sources | {UNRESOLVED})
     return output
+
+
+def _mysql_profile(profile: Profile) -> Profile:
+    """MySQL compares column names case-insensitively and its lineage lower-cases them: so do
+    the column parts of the profile's masking patterns."""
+    masking = profile.masking
+    if masking is None:
+        return profile
+    rules = tuple(MaskRule(tuple(ColumnPattern(c.schema, c.table, c.column.lower())
+                                 for c in r.columns), r.strategy) for r in masking.rules)
+    return replace(profile, masking=replace(masking, rules=rules))
 
 
 def _named_op(sql: str, facts: list[Facts]) -> tuple[str, str, str] | None:
@@ -210,7 +249,8 @@ class GuardPolicy:
     def __init__(self, profiles: Mapping[str, Profile], profile_for: Callable[[SessionInfo], str],
                  catalogs: CatalogSource | None = None, dialect: str = "postgres",
                  mask_keys: Mapping[str, bytes] | None = None) -> None:
-        self.profiles = dict(profiles)
+        self.profiles = {k: _mysql_profile(p) for k, p in profiles.items()} \
+            if dialect == "mysql" else dict(profiles)
         self.mask_keys = dict(mask_keys or {})
         # Result rows are looked at only when some profile masks: otherwise the relay stays
         # in its pass-through mode.
@@ -218,6 +258,8 @@ class GuardPolicy:
         self.profile_for = profile_for
         self.catalogs = catalogs or NoCatalog()
         self.dialect = dialect
+        # Errors of statements reading masked columns: PostgreSQL's fields, MySQL's message.
+        self._scrub: MessageScrub = scrub_mysql_error if dialect == "mysql" else scrub_message
         self._exact: dict[tuple[Any, ...], _Verdict] = {}
         self._shape: dict[tuple[Any, ...], _Verdict] = {}
         self._normal: dict[tuple[Any, ...], _Verdict] = {}
@@ -292,8 +334,10 @@ class GuardPolicy:
         profile = self.profile(session)
         start = session.policy_state.get("startup_search_path")
         if self.dialect == "mysql":
-            # MySQL resolves unqualified names in the current database (COM_INIT_DB, USE).
-            path: tuple[str, ...] = (session.database,) if session.database else ()
+            # MySQL resolves unqualified names in the current database (COM_INIT_DB, USE):
+            # the upstream's, not the route name the client connected with.
+            database = session.upstream_database
+            path: tuple[str, ...] = (database,) if database else ()
         else:
             if not (isinstance(start, str) and start):
                 # The session starts with the upstream role's default path.
@@ -397,19 +441,27 @@ class GuardPolicy:
                     _remember(self._exact, exact_key, cached)
                 return cached
         try:
-            facts = self._analyze(sql)
+            facts = self._analyze(sql, ctx.catalog)
         except Unparseable as exc:
             verdict = _Verdict(_unparseable(str(exc)), (), False)
             _remember(self._exact, exact_key, verdict)
             return verdict
         verdict = self.verdict(facts, state.guard, ctx)
         if verdict.refusal is None and state.profile.masking is not None:
-            named = _named_op(sql, facts)
-            masked = self._masking(sql, facts, state, ctx, named)
+            masked: Refusal | ResultTransform | None
+            scrub: MessageScrub | None = None
+            if self.dialect == "mysql":
+                named = _mysql_named_op(facts)
+                masked, scrub = self._mysql_masking(sql, facts, state, ctx, named)
+            else:
+                named = _named_op(sql, facts)
+                masked = self._masking(sql, facts, state, ctx, named)
+                if not isinstance(masked, Refusal) and self._touches_masked(
+                        facts, state.profile.masking, ctx):
+                    scrub = self._scrub
             if isinstance(masked, Refusal):
                 verdict = _Verdict(masked, (), False)
             else:
-                scrub = self._touches_masked(facts, state.profile.masking, ctx)
                 if named is not None:
                     verdict = replace(verdict, transform=masked, named=named[:2], scrub=scrub)
                 elif masked is not None or scrub:
@@ -421,9 +473,18 @@ class GuardPolicy:
                 _remember(self._shape, shape_key, verdict)
         return verdict
 
-    def _analyze(self, sql: str) -> list[Facts]:
+    def _analyze(self, sql: str, catalog: Catalog | None = None) -> list[Facts]:
         if self.dialect == "mysql":
-            return mysql_statements.analyze(sql)
+            # Executable comments are read as the upstream server reads them.
+            server, release = (catalog.server, catalog.server_version) if catalog is not None \
+                else ("mariadb", (10, 11, 0))
+            try:
+                return mysql_statements.analyze(sql, server=server, version=release)
+            except Unparseable:
+                handler = _handler_facts(sql, server, release)
+                if handler is None:
+                    raise
+                return handler
         return statements.analyze(sql)
 
     @staticmethod
@@ -475,8 +536,8 @@ class GuardPolicy:
             session.policy_state["ddl_pending"] = True
         if verdict.named is not None:
             return self._named(verdict, state)
-        if verdict.scrub:
-            return Allow(verdict.transform, scrub_message)
+        if verdict.scrub is not None:
+            return Allow(verdict.transform, verdict.scrub)
         return Allow(verdict.transform) if verdict.transform is not None else ALLOW
 
     def _named(self, verdict: _Verdict, state: _SessionState) -> Decision:
@@ -485,11 +546,16 @@ class GuardPolicy:
         op, name = verdict.named
         named = state.named
         if op == "open":
-            named.pop(name, None)
+            reopened = named.pop(name, None) is not None
+            if reopened and name.startswith("handler:"):
+                # HANDLER … OPEN of a name already open fails and leaves the first one open,
+                # or succeeds on one the server closed unseen: which table a READ then reads
+                # is not known, so its rows are masked whole until the name is closed.
+                return Allow(None, verdict.scrub) if verdict.scrub else ALLOW
             if len(named) >= MAX_NAMED:
                 named.pop(next(iter(named)))   # forgotten: read back masked whole
             named[name] = (verdict.transform, verdict.scrub)
-            return Allow(None, scrub_message) if verdict.scrub else ALLOW
+            return Allow(None, verdict.scrub) if verdict.scrub else ALLOW
         if op == "close":
             if name.endswith(":*"):
                 for key in [k for k in named if k.startswith(name[:-1])]:
@@ -500,9 +566,9 @@ class GuardPolicy:
         if name in named:
             transform, scrub = named[name]
         else:
-            transform, scrub = self._mask_all(state), True
-        if scrub:
-            return Allow(transform, scrub_message)
+            transform, scrub = self._mask_all(state), self._scrub
+        if scrub is not None:
+            return Allow(transform, scrub)
         return Allow(transform) if transform is not None else ALLOW
 
     def _mask_all(self, state: _SessionState) -> MaskTransform:
@@ -535,8 +601,12 @@ class GuardPolicy:
             found = sinks(sql, resolver)
         except (ParseError, ValueError):
             found = []
+
+        def user(s: Source) -> bool:
+            return user_function(Name(s.table or None, s.column), catalog, ctx)
+
         for sink in found:
-            refusal = self._sink_refusal(sink, masking, catalog, ctx, reads_masked)
+            refusal = self._sink_refusal(sink, masking, user, reads_masked)
             if refusal is not None:
                 return refusal
         query = named[2] if named is not None else sql
@@ -574,16 +644,17 @@ class GuardPolicy:
                        hint="Send one statement at a time; masked columns come back masked.")
 
 
-    def _sink_refusal(self, sink: Sink, masking: MaskingPolicy, catalog: Catalog,
-                      ctx: Context, reads_masked: bool) -> Refusal | None:
+    @staticmethod
+    def _sink_refusal(sink: Sink, masking: MaskingPolicy, user: Callable[[Source], bool],
+                      reads_masked: bool) -> Refusal | None:
         """A masked value stored or sent where it would be read back unmasked. A value that
         cannot be traced counts when the statement reads masked columns; what a user
-        function returns always counts (it may read them itself)."""
+        function returns (``user`` says which CALL marker is one) always counts (it may read
+        them itself)."""
         masked = sorted(s for s in sink.sources if not is_marker(s)
                         and masking.strategy_for(s.schema, s.table, s.column) is not None)
         unknown = ANY_MASKED in sink.sources or (reads_masked and UNRESOLVED in sink.sources) \
-            or any(user_function(Name(s.table or None, s.column), catalog, ctx)
-                   for s in sink.sources if s.schema == CALL)
+            or any(user(s) for s in sink.sources if s.schema == CALL)
         if not masked and not unknown:
             return None
         target = sink.target
@@ -596,8 +667,14 @@ class GuardPolicy:
         what = ", ".join(str(s) for s in masked) or "a value Wiregate cannot trace"
         if sink.kind == "create_table_as":
             where = "a new table"
-        elif sink.kind == "copy_file":
+        elif sink.kind in ("copy_file", "into_outfile", "into_dumpfile"):
             where = "a file"
+        elif sink.kind in ("into_variable", "set_variable"):
+            where = "a user variable"
+        elif sink.kind == "error_channel":
+            where = "an error message"
+        elif sink.kind == "routine":
+            where = "code Wiregate cannot see into"
         elif sink.kind.startswith("function:"):
             where = sink.kind.split(":", 1)[1] + "()"
         elif target is not None:
@@ -619,7 +696,8 @@ class GuardPolicy:
         catalog = ctx.catalog
         touched = {n for f in facts for n in f.reads} | {w.target for f in facts
                                                           for w in f.writes}
-        return any(self._holds_masked(n, catalog, ctx, masking) for n in touched)
+        holds = self._mysql_holds_masked if self.dialect == "mysql" else self._holds_masked
+        return any(holds(n, catalog, ctx, masking) for n in touched)
 
     @staticmethod
     def _holds_masked(name: Name, catalog: Catalog, ctx: Context,
@@ -634,6 +712,144 @@ class GuardPolicy:
                     if masking.strategy_for(base.schema or "", base.name, col) is not None:
                         return True
         return False
+
+    # -- MySQL/MariaDB masking --------------------------------------------------------------
+
+    def _mysql_masking(self, sql: str, facts: list[Facts], state: _SessionState,
+                       ctx: Context, named: tuple[str, str, str] | None = None
+                       ) -> tuple[Refusal | ResultTransform | None, MessageScrub | None]:
+        """``_masking`` for MySQL text, on ``mysql_lineage``, with the scrub of its errors:
+        the same refusals of sinks that carry masked or untraceable values (INSERT … SELECT,
+        CREATE TABLE … SELECT, SELECT … INTO @v/OUTFILE, SET @v = …, @v := …,
+        error-message functions, code), a transform for the rows of a statement, a SQL
+        PREPARE (applied at each EXECUTE) or a HANDLER OPEN (at each READ), SHOW
+        WARNINGS/ERRORS messages scrubbed, and a string of several statements refused when
+        one of them returns masked columns."""
+        masking = state.profile.masking
+        assert masking is not None
+        catalog = ctx.catalog
+        if catalog is None:
+            return Refusal(MASKING_RULE, "masking", "the catalog is not available to trace "
+                           "masked columns", missing=True), None
+        if named is not None and named[0] != "open":
+            return None, None  # decided per session when the statement runs (_named)
+        if any(kind == "code" for f in facts for kind, _ in f.refusals):
+            return Refusal(MASKING_RULE, "masking", "a statement whose text is built at run "
+                           "time cannot be traced for masked columns",
+                           hint="Write the statement out as a string literal."), None
+        path = ctx.path()
+        database = path[0] if path else None
+        # A USE inside a string of statements moves the names of the statements after it.
+        used = [s.value for f in facts for s in f.settings if s.name == "database" and s.value]
+        if used:
+            ctx = Context(catalog, [*used, *path], ctx.user)
+
+        def trace(text: str, db: str | None) -> list[tuple[list[Output], list[Sink]]]:
+            return mysql_lineage.trace(text, catalog.mysql_lineage_resolver(db), catalog.server,
+                                       catalog.server_version,
+                                       lambda n: catalog.mysql_stored_function(n, db))
+
+        try:
+            if named is not None:
+                traced = trace(sql, database)
+                per = [outputs for outputs, _ in trace(named[2], database)]
+            elif len(facts) == 1:
+                traced = trace(sql, database)
+                per = [outputs for outputs, _ in traced]
+            else:
+                traced, db = [], database
+                for f in facts:
+                    traced += trace(f.text, db)
+                    db = next((s.value for s in f.settings if s.name == "database"
+                               and s.value), db)
+                per = [outputs for outputs, _ in traced]
+        except Unparseable:
+            # What lineage cannot read is refused when it may read, write or run anything;
+            # the rest (LOCK TABLES, XA, …) moves no values.
+            if any(f.category in ("read", "write", "code", "unknown") or f.reads or f.writes
+                   or f.calls for f in facts):
+                return Refusal(MASKING_RULE, "masking", "the statement cannot be traced for "
+                               "masked columns", hint="Name the columns and tables you "
+                               "read."), None
+            traced, per = [], [[] for _ in facts]
+        reads_masked = any(self._mysql_holds_masked(n, catalog, ctx, masking)
+                           for f in facts for n in f.reads)
+        for _, found in traced:
+            for sink in found:   # every CALL marker mysql_lineage writes is a stored function
+                refusal = self._sink_refusal(sink, masking, lambda s: True, reads_masked)
+                if refusal is not None:
+                    return refusal, None
+        texts = [named[2]] if named is not None else [f.text for f in facts]
+        if len(texts) != len(per):
+            return Refusal(MASKING_RULE, "masking", "the statement cannot be traced for "
+                           "masked columns"), None
+        # Stored code may SIGNAL any value it reads: its messages are withheld whole.
+        dbs: list[str | None] = [*ctx.path()] or [None]
+        runs_code = any(f.category == "code" or any(
+            c.procedure or catalog.mysql_stored_function(c.name, db)
+            for c in f.calls for db in dbs) for f in facts) or any(
+            o.calls for outputs in per for o in outputs) or any(
+            s.schema == CALL for _, found in traced for sink in found for s in sink.sources)
+        scrub: MessageScrub | None = withhold_mysql_error if runs_code else (
+            scrub_mysql_error if self._touches_masked(facts, masking, ctx) else None)
+        key = self.mask_keys.get(state.profile.name, b"")
+        results = [self._mysql_rows(text, outputs, masking, key)
+                   for text, outputs in zip(texts, per, strict=True)]
+        for r in results:
+            if isinstance(r, Refusal):
+                return r, None
+        if len(results) == 1:
+            return results[0], scrub
+        if any(isinstance(r, MessageColumn) or (isinstance(r, MaskTransform) and any(
+                r.positions)) for r in results):
+            return Refusal(MASKING_RULE, "masking", "a string of several statements returns "
+                           "masked columns: their result sets cannot be told apart",
+                           hint="Send one statement at a time; masked columns come back "
+                                "masked."), None
+        return (DetectText(masking.detectors) if masking.detectors else None), scrub
+
+    @staticmethod
+    def _mysql_rows(text: str, outputs: list[Output], masking: MaskingPolicy,
+                    key: bytes) -> Refusal | ResultTransform | None:
+        """The masking of one statement's rows. A stored function's result carries whatever
+        the function reads: untraceable, as are SHOW outputs that print other statements or
+        stored rows. Other rows without lineage (SHOW, EXPLAIN) get only the content
+        detectors; SHOW WARNINGS/ERRORS messages quote values: scrubbed."""
+        words = _mysql_words(text)
+        if words[:1] == ["SHOW"] and {"WARNINGS", "ERRORS"} & set(words):
+            return MessageColumn()
+        if words[:1] == ["SHOW"] and _SHOW_ROWS & set(words):
+            outputs = [Output("?", frozenset({UNRESOLVED}))]
+        outputs = [Output(o.name, o.sources | {UNRESOLVED}) if o.calls else o for o in outputs]
+        if not outputs:
+            return DetectText(masking.detectors) if masking.detectors else None
+        if masking.on_unresolved == "refuse" and any(not o.resolved for o in outputs):
+            return Refusal(MASKING_RULE, "masking", "the statement returns a column "
+                           "whose source cannot be traced",
+                           hint="Name the columns and tables you read.")
+        return MaskTransform.for_outputs(outputs, masking, key)
+
+    @staticmethod
+    def _mysql_holds_masked(name: Name, catalog: Catalog, ctx: Context,
+                            masking: MaskingPolicy) -> bool:
+        """Whether a relation may hold a masked column: an unqualified name in any database
+        the session has used (the server's current one may not be the last USE the proxy
+        saw), views through their lineage; unknown relations may hold anything."""
+        if name.schema is None and name.name.lower() == "dual":
+            return False
+        found = False
+        for db in [name.schema] if name.schema is not None else ctx.path():
+            columns = catalog.mysql_lineage_resolver(db)(Name(db, name.name))
+            if columns is None:
+                continue
+            found = True
+            for _, sources in columns:
+                for s in sources:
+                    if s in (UNRESOLVED, ANY_MASKED) or s.schema == CALL or (
+                            not is_marker(s)
+                            and masking.strategy_for(s.schema, s.table, s.column) is not None):
+                        return True
+        return not found
 
     def _rejudge_prepared(self, verdict: _Verdict, state: _SessionState,
                           session: SessionInfo) -> Deny | None:
@@ -657,7 +873,7 @@ class GuardPolicy:
         ctx = Context(self.catalogs.current(session.database), path, state.user)
         for name, sql in sorted(state.prepared_writes.items()):
             try:
-                refusal = state.guard.check(self._analyze(sql), ctx)
+                refusal = state.guard.check(self._analyze(sql, ctx.catalog), ctx)
             except Unparseable:
                 continue   # was judged parseable once; a changed grammar is not our case
             if refusal is not None:
@@ -684,6 +900,149 @@ class GuardPolicy:
         facts = Facts(kind="FunctionCall", category="read", text="",
                       calls=(Call(routine.name),), file_access=files)
         return self._apply(self.verdict([facts], state.guard, ctx), state, session, retry)
+
+
+# -- MySQL statements the masking follows by name ---------------------------------------------
+
+
+class _MySQLTokenizer(MySQL.Tokenizer):
+    """sqlglot folds PREPARE/EXECUTE/… into one opaque token; their names are needed here."""
+
+    COMMANDS: ClassVar[set[TokenType]] = set()
+
+
+_MYSQL = MySQL()
+# SHOW outputs holding statement texts (with the values they were sent with) or dumps of
+# locked rows: SHOW [FULL] PROCESSLIST, SHOW ENGINE INNODB STATUS, SHOW BINLOG/RELAYLOG
+# EVENTS, MariaDB's SHOW EXPLAIN/ANALYZE FOR <thread>.
+_SHOW_ROWS = frozenset({"PROCESSLIST", "ENGINE", "BINLOG", "RELAYLOG", "EXPLAIN", "ANALYZE"})
+_NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
+
+
+def _mysql_tokens(text: str) -> list[Token]:
+    try:
+        tokens = list(_MySQLTokenizer(dialect=_MYSQL).tokenize(text))
+    except TokenError:
+        return []
+    while tokens and tokens[-1].token_type == TokenType.SEMICOLON:
+        tokens.pop()
+    return tokens
+
+
+def _mysql_words(text: str) -> list[str]:
+    """The statement's keywords and names in upper case, strings and comments left out."""
+    return [t.text.upper() for t in _mysql_tokens(text) if t.token_type != TokenType.STRING]
+
+
+def _is_name(tok: Token) -> bool:
+    """A name, or a keyword MySQL lets stand as one (``status``, ``first``)."""
+    return tok.token_type in _NAME_TOKENS or (
+        tok.token_type != TokenType.STRING and tok.text.replace("_", "").isalnum()
+        and not tok.text[0].isdigit())
+
+
+def _name_at(tokens: list[Token], i: int) -> tuple[Name | None, int]:
+    """``db.t`` or ``t`` at ``i``, and the index past it."""
+    if i >= len(tokens) or not _is_name(tokens[i]):
+        return None, i
+    if i + 2 < len(tokens) and tokens[i + 1].token_type == TokenType.DOT \
+            and _is_name(tokens[i + 2]):
+        return Name(tokens[i].text, tokens[i + 2].text), i + 3
+    return Name(None, tokens[i].text), i + 1
+
+
+def _quoted(name: Name) -> str:
+    parts = [name.schema, name.name] if name.schema is not None else [name.name]
+    return ".".join("`" + p.replace("`", "``") + "`" for p in parts)
+
+
+# Tokens a parenthesis may follow in a HANDLER … READ without calling a function.
+_OPENS = frozenset({TokenType.EQ, TokenType.NEQ, TokenType.LT, TokenType.LTE, TokenType.GT,
+                    TokenType.GTE, TokenType.L_PAREN, TokenType.COMMA, TokenType.AND,
+                    TokenType.OR, TokenType.NOT, TokenType.IN, TokenType.WHERE})
+_NOT_IN_HANDLER = frozenset({TokenType.PARAMETER, TokenType.SESSION_PARAMETER,
+                             TokenType.COLON_EQ, TokenType.SELECT, TokenType.SEMICOLON})
+
+
+def _handler_facts(sql: str, server: str, release: tuple[int, int, int]) -> list[Facts] | None:
+    """Facts of a HANDLER statement, which the statement analysis does not read: OPEN reads
+    its table; READ and CLOSE name a handler the session opened. A READ's key values and
+    WHERE condition may only filter (no function calls, subqueries or variables: nothing
+    there can print or store a value). None for anything else (refused as unparseable)."""
+    try:
+        text = mysql_statements.expand_executable_comments(sql, server=server, version=release)
+    except Unparseable:
+        return None
+    tokens = _mysql_tokens(text)
+    if not tokens or tokens[0].text.upper() != "HANDLER" or any(
+            t.token_type == TokenType.SEMICOLON for t in tokens):
+        return None
+    name, at = _name_at(tokens, 1)
+    if name is None or at >= len(tokens):
+        return None
+    verb, rest = tokens[at].text.upper(), tokens[at + 1:]
+    text = text.strip().rstrip(";").strip()
+    if verb == "OPEN":
+        if rest and rest[0].text.upper() == "AS":
+            rest = rest[1:]
+        if len(rest) > 1 or (rest and not _is_name(rest[0])):
+            return None
+        return [Facts("HandlerOpen", "read", text, reads=frozenset({name}))]
+    if name.schema is not None:
+        return None
+    if verb == "CLOSE" and not rest:
+        return [Facts("HandlerClose", "read", text)]
+    if verb != "READ" or not rest:
+        return None
+    for prev, tok in zip([None, *rest], rest, strict=False):
+        if tok.token_type in _NOT_IN_HANDLER or (
+                tok.token_type == TokenType.L_PAREN and prev is not None
+                and prev.token_type not in _OPENS):
+            return None
+    return [Facts("HandlerRead", "read", text)]
+
+
+def _mysql_named_op(facts: list[Facts]) -> tuple[str, str, str] | None:
+    """``_named_op`` for MySQL: SQL PREPARE/EXECUTE/DEALLOCATE PREPARE (names compare
+    case-insensitively) and HANDLER OPEN/READ/CLOSE (the handler is the alias, or the table
+    name without its database; compared exactly). A PREPARE opens with the text it holds; a
+    HANDLER OPEN with a READ of its table. A PREPARE of text built at run time forgets the
+    name (its EXECUTE is masked whole); the masking refuses it anyway."""
+    if len(facts) != 1:
+        return None
+    kind = facts[0].kind
+    tokens = _mysql_tokens(facts[0].text)
+    if tokens and tokens[0].text.upper() == "HANDLER":   # whoever classified it
+        verb = next((t.text.upper() for t in tokens[2:5] if t.text.upper() in (
+            "OPEN", "READ", "CLOSE") and t.token_type != TokenType.IDENTIFIER), "")
+        kind = {"OPEN": "HandlerOpen", "READ": "HandlerRead", "CLOSE": "HandlerClose"}.get(
+            verb, "")
+        if not kind:
+            return None
+    elif kind not in ("Prepare", "Execute", "Deallocate"):
+        return None
+    if kind == "Prepare":
+        if len(tokens) < 4 or not _is_name(tokens[1]) or tokens[2].text.upper() != "FROM":
+            return None
+        name = f"prepared:{tokens[1].text.lower()}"
+        literal = tokens[3:]
+        if all(t.token_type == TokenType.STRING for t in literal):
+            return "open", name, "".join(t.text for t in literal)
+        return "close", name, ""
+    if kind == "Execute":
+        return ("read", f"prepared:{tokens[1].text.lower()}", "") \
+            if len(tokens) >= 2 and _is_name(tokens[1]) else None
+    if kind == "Deallocate":
+        return ("close", f"prepared:{tokens[2].text.lower()}", "") \
+            if len(tokens) == 3 and _is_name(tokens[2]) else None
+    table, at = _name_at(tokens, 1)
+    if table is None:
+        return None
+    if kind == "HandlerOpen":
+        rest = [t for t in tokens[at + 1:] if t.text.upper() != "AS"]
+        alias = rest[0].text if rest else table.name
+        return "open", f"handler:{alias}", f"HANDLER {_quoted(table)} READ FIRST"
+    return ("read" if kind == "HandlerRead" else "close"), f"handler:{table.name}", ""
 
 
 # The shape cache: a text with no quotes, dollar signs, comments, backslashes or minus signs

@@ -470,13 +470,15 @@ class _DetectCell:
     the byte pre-check and go out as they came; a JSON value with a finding becomes a JSON
     string of the scrubbed text, so it still parses."""
 
-    __slots__ = ("kinds", "json", "jsonb_binary", "memo")
+    __slots__ = ("kinds", "json", "jsonb_binary", "memo", "codec")
 
-    def __init__(self, kinds: tuple[str, ...], json: bool, jsonb_binary: bool) -> None:
+    def __init__(self, kinds: tuple[str, ...], json: bool, jsonb_binary: bool,
+                 codec: str = "utf-8") -> None:
         self.kinds = kinds
         self.json = json
         self.jsonb_binary = jsonb_binary
         self.memo: dict[bytes, bytes | None] = {}
+        self.codec = codec   # a MySQL column's character set (JSON is always UTF-8)
 
     def __call__(self, cell: bytes | None) -> bytes | None:
         if cell is None or not detectors.might_contain(cell):
@@ -485,7 +487,7 @@ class _DetectCell:
         if cell in memo:
             return memo[cell]
         raw = cell[1:] if self.jsonb_binary else cell
-        text = raw.decode("utf-8", errors="replace")
+        text = raw.decode(self.codec, errors="replace")
         clean = detectors.scrub(text, self.kinds)
         if clean == text:
             out = cell
@@ -493,7 +495,7 @@ class _DetectCell:
             quoted = '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
             out = (b"\x01" if self.jsonb_binary else b"") + quoted.encode()
         else:
-            out = clean.encode()
+            out = clean.encode(self.codec, errors="replace")
         if len(memo) < MEMO_SIZE:
             memo[cell] = out
         return out

@@ -17,7 +17,7 @@ expanded for the target server, one ``Facts`` per statement); text it cannot rea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -29,6 +29,7 @@ from sqlglot.tokens import Token, TokenType
 from policies.facts import Name, Unparseable
 from policies.lineage import (
     ANY_MASKED,
+    CALL,
     DERIVED,
     UNRESOLVED,
     Output,
@@ -36,15 +37,21 @@ from policies.lineage import (
     Sink,
     Source,
     Sources,
+    is_marker,
 )
 from policies.mysql_statements import analyze, expand_executable_comments
 
 __all__ = [
-    "ANY_MASKED", "Sink", "lineage", "lineages", "sinks", "statistics_tables",
-    "with_statistics",
+    "ANY_MASKED", "Functions", "Sink", "lineage", "lineages", "sinks", "statistics_tables",
+    "trace", "with_statistics",
 ]
 
 _Version = tuple[int, int, int]
+# Which calls run a function of the database's own (a stored function): given, such a call
+# contributes ``Source(CALL, database or "", name)`` (``policies.lineage.CALL``), so the caller
+# can treat its result as untraceable. Built-ins are not marked: lineage follows their
+# arguments.
+Functions = Callable[[Name], bool]
 _EMPTY: Sources = frozenset()
 _UNKNOWN: Sources = frozenset({UNRESOLVED})
 
@@ -329,10 +336,12 @@ _ERROR_CHANNELS: dict[str, tuple[int, ...] | None] = {
 class _Walker:
     """One statement's walk: lineage of queries, and the sinks met on the way."""
 
-    def __init__(self, resolve: Resolver, server: str, version: _Version) -> None:
+    def __init__(self, resolve: Resolver, server: str, version: _Version,
+                 functions: Functions | None = None) -> None:
         self.resolve = resolve
         self.server = server
         self.version = version
+        self.functions = functions
         self.sinks: list[Sink] = []
 
     def sink(self, kind: str, target: Source | None, sources: Sources) -> None:
@@ -593,6 +602,10 @@ class _Walker:
                                                          if p < len(args)]
                 self.sink("error_channel", None, _union(self.expr(a, scope) for a in picked))
         out: set[Source] = set()
+        if self.functions is not None and isinstance(node, exp.Func):
+            called = _stored_call(node, self.functions)
+            if called is not None:
+                out.add(called)
         for child in node.iter_expressions():
             out |= self.expr(child, scope)
         return frozenset(out)
@@ -639,7 +652,7 @@ class _Walker:
             return UNRESOLVED
         for col, src in known or ():
             if col.lower() == column.lower():
-                plain = [s for s in src if s not in (UNRESOLVED, DERIVED, ANY_MASKED)]
+                plain = [s for s in src if not is_marker(s)]
                 if len(plain) == 1 and len(src) == 1:
                     return plain[0]
                 return UNRESOLVED
@@ -793,6 +806,18 @@ class _Walker:
         return []
 
 
+def _stored_call(node: exp.Func, functions: Functions) -> Source | None:
+    """The CALL marker of a call the predicate says is a stored function: ``db.f(…)``, or a
+    name MySQL looks up in the current database."""
+    parent = node.parent
+    schema = parent.this.name if isinstance(parent, exp.Dot) and parent.expression is node \
+        else None
+    name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+    if not name or not functions(Name(schema, name)):
+        return None
+    return Source(CALL, schema or "", name)
+
+
 def _marked(node: exp.Expr, sources: Sources) -> Sources:
     """``sources`` with ``DERIVED`` when ``node`` computes a value rather than naming a
     column."""
@@ -846,7 +871,8 @@ def _statement(text: str, kind: str, category: str, walker: _Walker) -> list[Out
             walker.sink("routine", None, _UNKNOWN)  # text built at run time
             return []
         inner = "".join(t.text for t in literal)
-        for _, found in _walk(inner, walker.resolve, walker.server, walker.version):
+        for _, found in _walk(inner, walker.resolve, walker.server, walker.version,
+                              walker.functions):
             walker.sinks.extend(found)  # what EXECUTE will copy, refused at PREPARE
         return []
     if kind == "SetStatement":
@@ -911,8 +937,8 @@ def _kind_of(text: str) -> str:
     return words[0].capitalize() if words else ""
 
 
-def _walk(sql: str, resolve: Resolver, server: str, version: _Version
-          ) -> list[tuple[list[Output], list[Sink]]]:
+def _walk(sql: str, resolve: Resolver, server: str, version: _Version,
+          functions: Functions | None = None) -> list[tuple[list[Output], list[Sink]]]:
     """Per statement: its outputs and its sinks."""
     try:
         statements = [(f.text, f.kind, f.category)
@@ -927,7 +953,7 @@ def _walk(sql: str, resolve: Resolver, server: str, version: _Version
         statements = [(expanded.strip().rstrip(";"), "Handler", "read")]
     out: list[tuple[list[Output], list[Sink]]] = []
     for text, kind, category in statements:
-        walker = _Walker(resolve, server, version)
+        walker = _Walker(resolve, server, version, functions)
         try:
             outputs = _statement(text, kind, category, walker)
         except Unparseable:
@@ -938,29 +964,40 @@ def _walk(sql: str, resolve: Resolver, server: str, version: _Version
     return out
 
 
+def trace(sql: str, resolve: Resolver, server: str = "mariadb",
+          version: _Version = (10, 11, 0), functions: Functions | None = None
+          ) -> list[tuple[list[Output], list[Sink]]]:
+    """Per statement of ``sql``: its outputs (as ``lineage``) and its sinks (as ``sinks``),
+    from one walk."""
+    return _walk(sql, resolve, server, version, functions)
+
+
 def lineages(sql: str, resolve: Resolver, server: str = "mariadb",
-             version: _Version = (10, 11, 0)) -> list[list[Output]]:
+             version: _Version = (10, 11, 0), functions: Functions | None = None
+             ) -> list[list[Output]]:
     """Output lineage of every statement in ``sql`` (a multi-statement string returns one
     result set per statement)."""
-    return [outputs for outputs, _ in _walk(sql, resolve, server, version)]
+    return [outputs for outputs, _ in _walk(sql, resolve, server, version, functions)]
 
 
 def lineage(sql: str, resolve: Resolver, server: str = "mariadb",
-            version: _Version = (10, 11, 0)) -> list[Output]:
+            version: _Version = (10, 11, 0), functions: Functions | None = None
+            ) -> list[Output]:
     """Lineage of the result set of the one statement in ``sql``: [] for a statement that
     returns no rows (INSERT, SELECT … INTO: see ``sinks``); one ``UNRESOLVED`` output for a
     result of unknown shape (CALL, EXECUTE). Raises ``Unparseable`` for text that cannot be
     read, or for more than one statement (use ``lineages``)."""
-    per_statement = lineages(sql, resolve, server, version)
+    per_statement = lineages(sql, resolve, server, version, functions)
     if len(per_statement) != 1:
         raise Unparseable("lineage of one statement expected")
     return per_statement[0]
 
 
 def sinks(sql: str, resolve: Resolver, server: str = "mariadb",
-          version: _Version = (10, 11, 0)) -> list[Sink]:
+          version: _Version = (10, 11, 0), functions: Functions | None = None) -> list[Sink]:
     """Every place outside the result set that the statements in ``sql`` copy values to,
     with the sources each may carry. WHERE/ON/ORDER BY are not sinks; functions that print
     an argument in an error message are, wherever they stand."""
-    return [s for _, found in _walk(sql, resolve, server, version) for s in found]
+    return [s for _, found in _walk(sql, resolve, server, version, functions)
+            for s in found]
 

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
-from policies.masking import Strategy, TextCell, const_cell, null_cell
+from policies import detectors
+from policies.decision import ResultTransform
+from policies.masking import (
+    WITHHELD,
+    MaskTransform,
+    Strategy,
+    TextCell,
+    _DetectCell,
+    const_cell,
+    null_cell,
+)
 from protocols.mysql.types import (
     BINARY_CHARSET,
     BIT,
@@ -55,7 +66,9 @@ from protocols.mysql.types import (
 )
 
 __all__ = [
-    "MySQLColumn", "binary_cell_rewrite", "cell_rewrite", "text_cell_rewrite",
+    "DetectText", "MessageColumn", "MySQLColumn", "WITHHELD_VALUE", "binary_cell_rewrite",
+    "cell_rewrite", "plan", "scrub_mysql_error", "scrub_mysql_message", "text_cell_rewrite",
+    "withhold_mysql_error",
 ]
 
 CellRewrite = Callable[[bytes | None], bytes | None]
@@ -314,4 +327,124 @@ def _cut(text: str, codec: str, chars: int, length: int) -> bytes:
     while length and len(out) > length and text:
         text = text[:-1]
         out = text.encode(codec, "replace")
+    return out
+
+
+def _codec(col: MySQLColumn) -> str:
+    return "latin-1" if col.charset in _LATIN1 else "ascii" if col.charset in _ASCII \
+        else "utf-8"
+
+
+# -- a statement's result set ------------------------------------------------------------------
+
+
+def plan(transform: ResultTransform | None, columns: Sequence[MySQLColumn],
+         binary: bool) -> dict[int, CellRewrite]:
+    """The MySQL counterpart of ``MaskTransform.plan``, called once per result set with the
+    transform ``GuardPolicy.decide`` returned: for the columns to rewrite, the rewrite of one
+    cell (raw value bytes: see ``text_cell_rewrite`` and ``binary_cell_rewrite``). A result
+    whose width is not the lineage's is masked whole by the default strategy (the plan never
+    guesses which column is which); with content detectors on, every other text or JSON
+    column is scanned as well. An empty mapping: the rows go out untouched."""
+    if transform is None:
+        return {}
+    if isinstance(transform, MaskTransform):
+        if len(columns) != len(transform.positions):
+            return {c.index: cell_rewrite(transform.default, c, binary) for c in columns}
+        out = {c.index: cell_rewrite(s, c, binary)
+               for c, s in zip(columns, transform.positions, strict=True) if s is not None}
+        if transform.detectors:
+            out.update(_detect(transform.detectors, [c for c in columns if c.index not in out]))
+        return out
+    if isinstance(transform, DetectText | MessageColumn):
+        return transform.plan(columns)
+    raise TypeError(f"not a MySQL result transform: {type(transform).__name__}")
+
+
+def _detect(kinds: tuple[str, ...], columns: Sequence[MySQLColumn]) -> dict[int, CellRewrite]:
+    """Content detectors on the columns that can hold text: strings in a character set (not
+    ENUM/SET, whose members are fixed) and JSON. Cells are the same bytes in both
+    protocols."""
+    out: dict[int, CellRewrite] = {}
+    for c in columns:
+        if c.type == JSON:
+            out[c.index] = _DetectCell(kinds, True, False)
+        elif c.type in _STRINGS and not c.binary and not c.enum_or_set:
+            out[c.index] = _DetectCell(kinds, False, False, _codec(c))
+    return out
+
+
+@dataclass(frozen=True)
+class DetectText:
+    """Rows that hold no masked column but whose lineage is not known column by column (SHOW
+    output, a string of several statements): only the content detectors run, on every text
+    column."""
+
+    detectors: tuple[str, ...]
+
+    def plan(self, columns: Sequence[Any]) -> dict[int, CellRewrite]:
+        return _detect(self.detectors, columns)
+
+
+@dataclass(frozen=True)
+class MessageColumn:
+    """SHOW WARNINGS / SHOW ERRORS rows (Level, Code, Message): a message quotes the values an
+    earlier statement choked on, masked ones included, so it is scrubbed like an error
+    message. A result of another width has every text column scrubbed."""
+
+    position: int = 2
+    width: int = 3
+
+    def plan(self, columns: Sequence[Any]) -> dict[int, CellRewrite]:
+        picked = [columns[self.position]] if len(columns) == self.width else [
+            c for c in columns if c.type in _STRINGS and not c.binary]
+        return {c.index: _message_cell(c) for c in picked}
+
+
+def _message_cell(col: MySQLColumn) -> CellRewrite:
+    codec = _codec(col)
+    return TextCell(scrub_mysql_message, None, lambda cell: cell.decode(codec, "replace"),
+                    lambda text: text.encode(codec, "replace"))
+
+
+# -- errors and warnings ------------------------------------------------------------------------
+
+WITHHELD_VALUE = "...withheld by wiregate..."
+
+
+def scrub_mysql_message(message: str) -> str:
+    """An error or warning message with its values taken out. MySQL quotes values in single
+    quotes and does not escape quotes inside them (Duplicate entry 'O'Brien' for key 'name'),
+    so everything from the first quote to the last goes, names included. A message cut short
+    inside a value (an odd number of quotes, or text glued to the last quote) loses the rest
+    as well. The content detectors then take unquoted PII."""
+    first = message.find("'")
+    if first >= 0:
+        last = message.rfind("'")
+        tail = message[last + 1:]
+        if message.count("'") % 2 or (tail and not (tail[0].isspace() or tail[0] in ".,;:)")):
+            tail = ""
+        message = message[:first] + "'" + WITHHELD_VALUE + "'" + tail
+    return detectors.scrub(message)
+
+
+def scrub_mysql_error(fields: dict[str, str]) -> dict[str, str]:
+    """The ``MessageScrub`` of MySQL statements that read masked columns: an ERR packet's
+    message (field "M") scrubbed by ``scrub_mysql_message``, or withheld whole when the
+    SQLSTATE (field "C", if given) is of class 45, SIGNAL's own: its text is whatever the
+    code put in it. Every other field (error number, SQLSTATE) is kept."""
+    out = dict(fields)
+    if "M" in out:
+        raised = out.get("C", "").startswith("45")
+        out["M"] = WITHHELD if raised else scrub_mysql_message(out["M"])
+    return out
+
+
+def withhold_mysql_error(fields: dict[str, str]) -> dict[str, str]:
+    """The ``MessageScrub`` of MySQL statements that run stored code (CALL, a stored
+    function, a compound block): a SIGNAL there may say anything, so the message is
+    withheld whole."""
+    out = dict(fields)
+    if "M" in out:
+        out["M"] = WITHHELD
     return out

@@ -5,8 +5,7 @@ The MySQL counterpart of ``load_catalog`` in ``proxy/catalog.py``, plugged into 
 own connection (never a client's) in one round trip, a multi-statement COM_QUERY inside a
 read-only transaction with a consistent snapshot, and returns a ``policies.catalog.Catalog``.
 
-- relations: every table and view of every database except information_schema,
-  performance_schema and sys (the ``mysql`` database is kept: mysql.user and
+- relations: every table and view of every database except sys (the ``mysql`` database is kept: mysql.user and
   mysql.column_stats matter to the guardrails), with their columns in order; a view carries
   its definition and the relations it reads, found by parsing the definition with sqlglot's
   MySQL dialect (one level, as PostgreSQL's pg_depend gives them).
@@ -54,8 +53,10 @@ PROGRAM_NAME = "wiregate-catalog"
 _CAPABILITIES = (my.CLIENT_MULTI_STATEMENTS | my.CLIENT_MULTI_RESULTS | my.CLIENT_LONG_FLAG
                  | my.CLIENT_TRANSACTIONS | my.CLIENT_DEPRECATE_EOF)
 
-# Schemas whose relations are not listed: the server's own virtual tables and the sys views.
-SKIPPED_SCHEMAS = ("information_schema", "performance_schema", "sys")
+# Schemas whose relations are not listed: the sys views (over performance_schema, which is
+# listed). information_schema and performance_schema are the server's own tables: listed as
+# tables, so their columns trace to themselves (GUI clients read them under masking too).
+SKIPPED_SCHEMAS = ("sys",)
 
 # Errors a concurrent DDL or a busy server can cause mid-read: the read is retried.
 # 1205 lock wait timeout, 1213 deadlock, 1412 table definition changed during the snapshot,
@@ -363,7 +364,7 @@ def _catalog_from_rows(results: list[list[Row]], version: int,
     relations = []
     for schema_b, name_b, type_b in table_rows:
         key = Name(_text(schema_b), _text(name_b))
-        kind = "v" if _text(type_b).upper() in ("VIEW", "SYSTEM VIEW") else "r"
+        kind = "v" if _text(type_b).upper() == "VIEW" else "r"   # SYSTEM VIEW: the server's
         definition = definitions.get(key) if kind == "v" else None
         bases: tuple[Name, ...] = ()
         if kind == "v":

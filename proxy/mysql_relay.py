@@ -414,6 +414,12 @@ class MySQLRelay:
         query_only, conn_id = target
         worker = self.session.worker
         other = worker.mysql_sessions.get(conn_id)
+        if other is None and worker.forward_mysql_kill(conn_id, query_only,
+                                                       self.session.info.user):
+            # Another worker's session: that worker checks the login and kills.
+            self._push(_Pending(rs.EXPECT_OK, answer_seq, synthetic=encode(
+                my.OK(status=self.status).encode(), answer_seq)))
+            return
         if other is None or other.up is None:
             self._synthetic(ER_NO_SUCH_THREAD, "HY000", f"Unknown thread id: {conn_id}",
                             answer_seq)
@@ -610,7 +616,7 @@ class MySQLRelay:
                 return None
             if head.scrub is not None:
                 err = my.ERR.decode(payload)
-                fields = head.scrub({"M": err.message})
+                fields = head.scrub({"M": err.message, "C": err.sqlstate})
                 return my.ERR(err.errno, fields.get("M", ""), err.sqlstate).encode()
             return None
         if event in (rs.OK, rs.END):

@@ -41,6 +41,8 @@ from proxy.upstream import send_cancel
 log = logging.getLogger("wiregate.server")
 _CANCEL = struct.Struct("!II")
 _CATALOG = b"catalog-changed:"   # datagram to the other workers: re-read a route's catalog
+_MYSQL_KILL = b"mysql-kill:"      # datagram to a MySQL session's worker: KILL [QUERY] it
+_KILL = struct.Struct("!IB")
 
 
 def server_tls_context(listener: PostgresListener | MySQLListener) -> ssl.SSLContext | None:
@@ -217,6 +219,20 @@ class Worker:
 
         self.spawn(run())
 
+    def forward_mysql_kill(self, conn_id: int, query_only: bool, user: str) -> bool:
+        """KILL of a connection id another worker gave out (the mariadb client's Ctrl-C
+        opens a new connection, which may land anywhere): the owner checks the login and
+        kills. False when there is no such worker."""
+        owner = conn_id >> 24
+        path = self._cancel_path(owner) if owner < self.config.server.workers else None
+        if path is None or owner == self.index:
+            return False
+        message = _MYSQL_KILL + _KILL.pack(conn_id, query_only) + user.encode()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX,
+                                                         socket.SOCK_DGRAM) as s:
+            s.sendto(message, path)
+        return True
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -271,6 +287,15 @@ class Worker:
         try:
             data = self._cancel_sock.recv(1024)
         except BlockingIOError:
+            return
+        if data.startswith(_MYSQL_KILL):
+            body = data[len(_MYSQL_KILL):]
+            if len(body) >= _KILL.size:
+                conn_id, query_only = _KILL.unpack_from(body)
+                target = self.mysql_sessions.get(conn_id)
+                if target is not None and target.info.user == body[_KILL.size:].decode(
+                        errors="replace"):
+                    self.kill_mysql(target, bool(query_only))
             return
         if data.startswith(_CATALOG):
             name = data[len(_CATALOG):].decode(errors="replace")

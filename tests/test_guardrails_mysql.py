@@ -154,3 +154,60 @@ def test_use_and_init_db_move_unqualified_names_to_another_database() -> None:
     other = SessionInfo("2", "agent", "shop", "shop")
     policy.use_database(other, "billing")
     assert isinstance(policy.decide(write, other), Deny)
+
+
+def test_handler_statements_are_reads_of_the_table_opened() -> None:
+    """HANDLER is outside the statement analysis; the guard reads OPEN as a read of its
+    table (so table rules apply), and a READ's condition only when it cannot call, store or
+    select anything."""
+    deny = parse_profiles(tomllib.loads(
+        '[profiles.p]\n[[profiles.p.rule]]\nid = "no-payments"\nkind = "tables"\n'
+        'deny = ["public.payments"]\n'))
+    policy = GuardPolicy(deny, lambda s: "p", dialect="mysql")
+    session = SessionInfo("1", "agent", "route", "public")
+    refused = policy.decide(Statement("HANDLER payments OPEN", "query"), session)
+    assert isinstance(refused, Deny) and refused.rule == "no-payments"
+    refused = policy.decide(Statement("HANDLER public.payments OPEN AS p", "query"), session)
+    assert isinstance(refused, Deny) and refused.rule == "no-payments"
+    for sql in ("HANDLER orders OPEN", "HANDLER orders OPEN AS o", "HANDLER o READ FIRST",
+                "HANDLER o READ `PRIMARY` = (1, 'a') WHERE status IN ('x') LIMIT 5",
+                "HANDLER o READ idx NEXT WHERE (a > 1) AND NOT (b < 2)", "HANDLER o CLOSE"):
+        assert policy.decide(Statement(sql, "query"), session) == Allow(), sql
+    for sql in ("HANDLER o READ FIRST WHERE sleep(10)", "HANDLER o READ FIRST WHERE @v := 1",
+                "HANDLER o READ FIRST WHERE id IN (SELECT id FROM payments)",
+                "HANDLER o READ FIRST; DROP TABLE orders", "HANDLER o", "HANDLER db.o CLOSE",
+                "HANDLER orders OPEN AS a b"):
+        decision = policy.decide(Statement(sql, "query"), session)
+        assert isinstance(decision, Deny), sql
+        assert decision.rule in ("wiregate.parse", "wiregate.unclassified"), sql
+
+
+def test_executable_comments_are_read_as_the_catalog_server_reads_them() -> None:
+    def catalog_of(server: str) -> Catalog:
+        return Catalog.build([RelationInfo(Name("public", "orders"))], [], server=server,
+                             server_version=(8, 0, 36) if server == "mysql" else (10, 11, 0))
+
+    class Fixed:
+        def __init__(self, catalog: Catalog) -> None:
+            self.catalog = catalog
+
+        def current(self, database: str) -> Catalog | None:
+            return self.catalog
+
+        def changed(self, database: str) -> None:
+            return None
+
+        def stale(self, database: str) -> bool:
+            return False
+
+    sql = Statement("SELECT 1 /*M! ; DROP TABLE orders */", "query")
+    session = SessionInfo("1", "agent", "route", "public")
+    mysql = GuardPolicy(PROFILES, lambda s: "agent-rw", Fixed(catalog_of("mysql")),
+                        dialect="mysql")
+    mariadb = GuardPolicy(PROFILES, lambda s: "agent-rw", Fixed(catalog_of("mariadb")),
+                          dialect="mysql")
+    assert mysql.decide(sql, session) == Allow()
+    refused = mariadb.decide(sql, session)
+    assert isinstance(refused, Deny) and refused.rule == "no-ddl"
+    again = Catalog.from_json(catalog_of("mysql").to_json())
+    assert (again.server, again.server_version) == ("mysql", (8, 0, 36))

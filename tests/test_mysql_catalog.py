@@ -146,9 +146,12 @@ def test_routines_are_read_only_only_when_declared_and_shown_so(db: str,
 
 
 @pytest.mark.mysql
-def test_system_schemas_are_left_out_but_mysql_is_kept(db: str, catalog: Catalog) -> None:
+def test_server_tables_are_tables_sys_is_left_out_and_mysql_is_kept(db: str,
+                                                                    catalog: Catalog) -> None:
     schemas = {n.schema for n in catalog.relations}
-    assert not schemas & {"information_schema", "performance_schema", "sys"}
+    assert "sys" not in schemas
+    tables = catalog.relations[Name("information_schema", "TABLES")]
+    assert tables.kind == "r" and "TABLE_NAME" in tables.columns   # traced to itself
     assert Name("mysql", "user") in catalog.relations
     assert Name("mysql", "column_stats") in catalog.relations
     assert catalog.relations[Name("mysql", "column_stats")].columns[:3] == (

@@ -11,8 +11,19 @@ import struct
 import pytest
 from pymysql import converters
 
-from policies.masking import STRATEGIES, Strategy
-from policies.mysql_masking import MySQLColumn, binary_cell_rewrite, cell_rewrite, text_cell_rewrite
+from policies.masking import STRATEGIES, WITHHELD, MaskTransform, Strategy
+from policies.mysql_masking import (
+    WITHHELD_VALUE,
+    DetectText,
+    MessageColumn,
+    MySQLColumn,
+    binary_cell_rewrite,
+    cell_rewrite,
+    plan,
+    scrub_mysql_error,
+    scrub_mysql_message,
+    text_cell_rewrite,
+)
 from protocols.mysql import types as t
 
 KEY = b"k" * 32
@@ -267,3 +278,81 @@ def test_partial_keeps_the_last_characters() -> None:
     assert out == b"****-****-****-4242"
     binary = binary_cell_rewrite(Strategy("partial", keep_last=4), c)(b"123-45-6789")
     assert binary == b"***-**-6789"
+
+
+# -- result plans and messages ------------------------------------------------------------------
+
+
+def test_plan_follows_the_transform_per_protocol() -> None:
+    transform = MaskTransform([None, Strategy("redact"), Strategy("hash", key=KEY)],
+                              Strategy("redact"))
+    columns = [MySQLColumn(i, "test", "c", "c", n, n, ty, 0, cs, 0, ln) for i, (n, ty, cs, ln)
+               in enumerate([("id", t.LONG, 63, 11), ("email", t.VAR_STRING, 45, 400),
+                             ("n", t.LONGLONG, 63, 20)])]
+    text = plan(transform, columns, binary=False)
+    assert set(text) == {1, 2}
+    assert text[1](b"alice@example.com") == b"****"
+    hashed = text[2](b"1234")
+    assert hashed is not None and hashed != b"1234" and int(hashed) >= 0
+    binary = plan(transform, columns, binary=True)
+    out = binary[2](struct.pack("<q", 1234))
+    assert out is not None and len(out) == 8 and out != struct.pack("<q", 1234)
+    assert plan(None, columns, binary=False) == {}
+    # Another width than the lineage's: every column masked by the default.
+    whole = plan(transform, columns[:2], binary=True)
+    assert set(whole) == {0, 1}
+    assert whole[0](struct.pack("<i", 7)) == struct.pack("<i", 0)
+    with pytest.raises(TypeError):
+        plan(object(), columns, binary=False)  # type: ignore[arg-type]
+
+
+def test_detectors_keep_the_column_character_set() -> None:
+    latin1 = MySQLColumn(0, "t", "t", "t", "n", "n", t.VAR_STRING, 0, 8, 0, 200)
+    rewrites = plan(DetectText(("email",)), [latin1, col(t.LONG), col(t.ENUM)], binary=False)
+    assert set(rewrites) == {0}
+    assert rewrites[0]("café bob@example.com".encode("latin-1")) == "café ****".encode("latin-1")
+    assert rewrites[0](b"nothing here") == b"nothing here"
+
+
+def test_message_column_scrubs_the_message_only() -> None:
+    warnings = [MySQLColumn(i, "", "", "", n, n, ty, fl, cs, 0, ln) for i, (n, ty, fl, cs, ln)
+                in enumerate([("Level", t.VAR_STRING, 0, 45, 28),
+                              ("Code", t.LONG, t.UNSIGNED_FLAG, 63, 4),
+                              ("Message", t.VAR_STRING, 0, 45, 2048)])]
+    rewrites = MessageColumn().plan(warnings)
+    assert set(rewrites) == {2}
+    assert rewrites[2](b"Incorrect integer value: 'jane@example.com' for column 'n' at row 1") \
+        == f"Incorrect integer value: '{WITHHELD_VALUE}' at row 1".encode()
+    # Another shape: every text column is scrubbed, numbers are left alone.
+    other = plan(MessageColumn(), warnings[:2], binary=True)
+    assert set(other) == {0}
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("Duplicate entry 'alice@example.com' for key 'email'", f"Duplicate entry '{WITHHELD_VALUE}'"),
+    ("Truncated incorrect DOUBLE value: 'abc'",
+     f"Truncated incorrect DOUBLE value: '{WITHHELD_VALUE}'"),
+    ("Incorrect integer value: 'x' for column `t`.`c` at row 1",
+     f"Incorrect integer value: '{WITHHELD_VALUE}' for column `t`.`c` at row 1"),
+    # A quote inside the value: everything from the first quote to the last goes.
+    ("Duplicate entry 'O'Brien' for key 'name'", f"Duplicate entry '{WITHHELD_VALUE}'"),
+    # Cut short inside a value: the rest goes too.
+    ("Duplicate entry 'O'Brien", f"Duplicate entry '{WITHHELD_VALUE}'"),
+    ("Data too long for column 'x", f"Data too long for column '{WITHHELD_VALUE}'"),
+    ("XPATH syntax error: '~078-05-1120'", f"XPATH syntax error: '{WITHHELD_VALUE}'"),
+    # An apostrophe in the text counts as a quote: more goes, never less.
+    ("Table 'shop.t' doesn't exist", f"Table '{WITHHELD_VALUE}'"),
+    ("Lock wait timeout exceeded; try restarting transaction",
+     "Lock wait timeout exceeded; try restarting transaction"),
+    ("unquoted jane@example.com", "unquoted ****"),
+])
+def test_scrub_mysql_message(message: str, expected: str) -> None:
+    assert scrub_mysql_message(message) == expected
+
+
+def test_scrub_mysql_error_keeps_codes_and_withholds_signals() -> None:
+    out = scrub_mysql_error({"errno": "1062", "C": "23000",
+                             "M": "Duplicate entry 'alice@example.com' for key 'email'"})
+    assert out["errno"] == "1062" and out["C"] == "23000" and "alice" not in out["M"]
+    assert scrub_mysql_error({"C": "45000", "M": "secret 4242"})["M"] == WITHHELD
+    assert scrub_mysql_error({"C": "HY000"}) == {"C": "HY000"}

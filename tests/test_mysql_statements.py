@@ -123,8 +123,8 @@ def test_ctes_unions_and_locking_reads(sql: str, reads: set[Name], ctes: set[str
 
 def test_calls_have_lower_case_names_and_literal_args() -> None:
     f = one("SELECT SLEEP(1), db.MyFn('a', x, NULL), IFNULL(a, 'b') FROM t")
-    assert Call(t("sleep"), ("1",)) in f.calls
-    assert Call(t("myfn", "db"), ("a", None, None)) in f.calls
+    assert Call(t("sleep"), ("1",), builtin=True) in f.calls   # unqualified: the server's own
+    assert Call(t("myfn", "db"), ("a", None, None)) in f.calls  # qualified: a stored function
     assert any(c.name.name in ("ifnull", "coalesce") for c in f.calls)
     assert not any(c.name.name in ("and", "or", "exists", "case") for c in one(
         "SELECT CASE WHEN a AND b OR EXISTS (SELECT 1) THEN 1 END").calls)
