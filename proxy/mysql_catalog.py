@@ -5,10 +5,10 @@ The MySQL counterpart of ``load_catalog`` in ``proxy/catalog.py``, plugged into 
 own connection (never a client's) in one round trip, a multi-statement COM_QUERY inside a
 read-only transaction with a consistent snapshot, and returns a ``policies.catalog.Catalog``.
 
-- relations: every table and view of every database except sys (the ``mysql`` database is kept: mysql.user and
-  mysql.column_stats matter to the guardrails), with their columns in order; a view carries
-  its definition and the relations it reads, found by parsing the definition with sqlglot's
-  MySQL dialect (one level, as PostgreSQL's pg_depend gives them).
+- relations: every table and view of every database except sys (the ``mysql`` database
+  is kept: mysql.user and mysql.column_stats matter to the guardrails), with their columns
+  in order; a view carries its definition and the relations it reads, found by parsing the
+  definition with sqlglot's MySQL dialect (one level, as PostgreSQL's pg_depend gives them).
 - routines: functions and procedures. MySQL's SQL_DATA_ACCESS is only what the routine's
   author declared (the server does not enforce it), so a routine is "s" (read-only) only if
   it is declared NO SQL or READS SQL DATA *and* its body is visible, contains no statement
