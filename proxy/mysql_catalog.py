@@ -351,8 +351,22 @@ def _opt(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "surrogateescape")
 
 
+def server_release(version: str) -> tuple[str, tuple[int, int, int]]:
+    """("mariadb" | "mysql", (major, minor, patch)) from a greeting's version string
+    ("5.5.5-10.11.19-MariaDB-0+deb12u1", "8.0.36"): executable comments are read by it."""
+    text = version.removeprefix("5.5.5-")
+    parts = []
+    for piece in text.split("-", 1)[0].split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return ("mariadb" if "mariadb" in version.lower() else "mysql",
+            (parts[0], parts[1], parts[2]))
+
+
 def _catalog_from_rows(results: list[list[Row]], version: int,
-                       mariadb: bool = True) -> Catalog:
+                       mariadb: bool = True, server_version: str = "") -> Catalog:
     if len(results) != _RESULT_SETS:
         raise CatalogError(f"expected {_RESULT_SETS} result sets from the catalog query, got "
                            f"{len(results)}")
@@ -389,7 +403,10 @@ def _catalog_from_rows(results: list[list[Row]], version: int,
                             "f" if t == "FUNCTION" else "p")
                 for s, n, t, *_ in rows]
     schemas = [_text(s) for (s,) in schema_rows if s]
-    return Catalog.build(relations, routines, schemas, version, search_path="")
+    server, release = server_release(server_version) if server_version else (
+        "mariadb" if mariadb else "mysql", (10, 11, 0))
+    return Catalog.build(relations, routines, schemas, version, search_path="",
+                         server=server, server_version=release)
 
 
 async def _load(up: Upstream, version: int, timeout: float) -> Catalog:
@@ -399,7 +416,8 @@ async def _load(up: Upstream, version: int, timeout: float) -> Catalog:
     try:
         results = await query(conn, catalog_query())
         return _catalog_from_rows(results, version,
-                                  "mariadb" in conn.greeting.server_version.lower())
+                                  "mariadb" in conn.greeting.server_version.lower(),
+                                  conn.greeting.server_version)
     finally:
         await close(conn)
 

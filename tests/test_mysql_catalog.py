@@ -256,3 +256,16 @@ def test_routine_body_in_the_routines_sql_mode() -> None:
     assert routine_writes(body) == (True, set())                       # cannot read: may write
     assert routine_writes(body, "NO_BACKSLASH_ESCAPES")[0] is False
     assert routine_writes('RETURN "insert"', "ANSI_QUOTES")[0] is False
+
+
+def test_the_catalog_knows_which_server_reads_executable_comments() -> None:
+    from proxy.mysql_catalog import server_release
+
+    assert server_release("5.5.5-10.11.19-MariaDB-0+deb12u1") == ("mariadb", (10, 11, 19))
+    assert server_release("8.0.36") == ("mysql", (8, 0, 36))
+    assert server_release("11.4.2-MariaDB") == ("mariadb", (11, 4, 2))
+
+
+@pytest.mark.mysql
+def test_loaded_catalog_carries_the_servers_release(catalog: Catalog) -> None:
+    assert catalog.server == "mariadb" and catalog.server_version[0] >= 10
