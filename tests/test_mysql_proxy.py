@@ -348,3 +348,50 @@ def test_statement_ids_and_binary_rows_survive_many_executions(mysql_proxy_facto
 def test_err_packet_layout() -> None:
     payload = my.ERR(1227, "wiregate: blocked by rule no-ddl: x", "42000").encode()
     assert payload[:3] == b"\xff" + struct.pack("<H", 1227) and payload[3:9] == b"#42000"
+
+
+def test_kill_reaches_a_session_on_another_worker(mysql: MySQLTarget, tmp_path: Any) -> None:
+    """With two worker processes the killing connection may land on the other one (the
+    mariadb client's Ctrl-C opens a new connection): the owner worker does the KILL."""
+    import threading
+    import time
+
+    from tests.conftest import ProxyProcess, free_port, mysql_config_dict, to_toml
+
+    port = free_port()
+    conf = mysql_config_dict(mysql, port, server={"workers": 2})
+    proc = ProxyProcess(to_toml(conf), tmp_path, port)
+    try:
+        conns = []
+        victim = killer = None
+        for _ in range(40):     # connections until both workers hold one
+            c = through(port)
+            conns.append(c)
+            by_worker = {x.thread_id() >> 24: x for x in conns}
+            if len(by_worker) == 2:
+                victim, killer = by_worker[0], by_worker[1]
+                break
+        assert victim is not None and killer is not None, "the kernel used one worker only"
+        result: list[Any] = []
+
+        def sleep() -> None:
+            with victim.cursor() as cur:
+                try:
+                    cur.execute("SELECT SLEEP(20)")
+                    result.append(cur.fetchall())
+                except pymysql.err.MySQLError as exc:
+                    result.append(exc.args[0])
+
+        t = threading.Thread(target=sleep)
+        started = time.monotonic()
+        t.start()
+        time.sleep(0.5)
+        with killer.cursor() as cur:
+            cur.execute(f"KILL QUERY {victim.thread_id()}")
+        t.join(15)
+        assert time.monotonic() - started < 10
+        assert result in ([((1,),)], [1317])
+        for c in conns:
+            c.close()
+    finally:
+        proc.stop()
