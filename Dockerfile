@@ -1,4 +1,5 @@
-# Wiregate: mount a config at /etc/wiregate/wiregate.toml and publish 6432.
+# Wiregate: mount a config at /etc/wiregate/wiregate.toml and publish 6432 (PostgreSQL) and/or
+# 3307 (MySQL/MariaDB).
 # Inside a container the listener must bind all interfaces: listen = "0.0.0.0:6432".
 
 # Build stage: a C compiler for the DataRow walk of masked results (protocols/postgres/_rows.c).
@@ -33,7 +34,7 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels 'wiregate[fast]' 
     && mkdir -p /etc/wiregate
 
 VOLUME ["/etc/wiregate"]
-EXPOSE 6432
+EXPOSE 6432 3307
 # The wiregate user, by number so Kubernetes' runAsNonRoot can verify it is not root.
 USER 10001:10001
 

@@ -395,3 +395,21 @@ def test_kill_reaches_a_session_on_another_worker(mysql: MySQLTarget, tmp_path: 
             c.close()
     finally:
         proc.stop()
+
+
+def test_field_list_set_option_and_statistics_pass(mysql_proxy_factory: Any, table: str
+                                                  ) -> None:
+    raw = Raw(mysql_proxy_factory().mysql_port)
+    try:
+        raw.sock.sendall(command(b"\x04" + table.encode() + b"\0"))   # COM_FIELD_LIST
+        got = raw.packets(3)      # two column definitions, then EOF
+        defs = [my.ColumnDefinition.decode(p) for p in got[:2]]
+        assert [d.name for d in defs] == ["id", "status"] and got[2][:1] == b"\xfe"
+        raw.sock.sendall(command(b"\x1b\x00\x00"))                     # SET_OPTION multi on
+        assert raw.packet()[:1] in (b"\x00", b"\xfe")
+        raw.sock.sendall(command(b"\x09"))                             # COM_STATISTICS
+        assert raw.packet().startswith(b"Uptime:")
+        raw.sock.sendall(command(b"\x03SELECT 3"))
+        assert raw.packets(5)[3] == b"\x013"
+    finally:
+        raw.close()
