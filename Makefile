@@ -9,12 +9,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SRC    := protocols policies proxy
 
-.PHONY: venv demo test test-deps bench lint clean distclean
+.PHONY: venv demo test test-deps bench bench-deps lint clean distclean
 
 venv: $(STAMP)
 
 # Reinstall only when the dependency list changes; the editable install picks up code edits.
-$(STAMP): pyproject.toml protocols/postgres/_rows.c
+$(STAMP): pyproject.toml protocols/postgres/_rows.c protocols/mysql/_rows.c protocols/_cells.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,fast]'
 	touch $@
@@ -27,15 +27,33 @@ demo: venv
 test: venv test-deps
 	$(BIN)/python -m pytest -q -rs tests
 
-# Client programs the suite drives besides the Python drivers: psql and pgbench come with the
-# PostgreSQL client; PgJDBC (what DBeaver uses) is one Debian package, installed when missing.
-test-deps:
-	@test -f /usr/share/java/postgresql.jar || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		libpostgresql-jdbc-java >/dev/null; } || echo "make: PgJDBC not installed; its test will be skipped"
+# $(call apt_missing,PACKAGE:FILE ...,CONSEQUENCE): apt-get install the packages whose FILE is
+# missing, as root and when apt-get exists; otherwise one line saying what is not there.
+define apt_missing
+@missing=; for d in $(1); do test -e "$${d#*:}" || missing="$$missing $${d%%:*}"; done; \
+	test -z "$$missing" || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	$$missing >/dev/null; } || echo "make: not installed:$$missing; $(2)"
+endef
 
-bench: venv
-	$(BIN)/python benchmarks/bench.py
+# Client programs the suite drives besides the Python drivers: psql, pgbench and the mariadb
+# client come with the database clients; PgJDBC (what DBeaver uses), MariaDB Connector/J and
+# sysbench are Debian packages, installed when missing.
+TEST_DEBS := libpostgresql-jdbc-java:/usr/share/java/postgresql.jar \
+	libmariadb-java:/usr/share/java/mariadb-java-client.jar sysbench:/usr/bin/sysbench
+# The benchmark's other programs: pgbouncer and HAProxy (TCP mode) as the proxies to compare.
+BENCH_DEBS := pgbouncer:/usr/sbin/pgbouncer haproxy:/usr/sbin/haproxy sysbench:/usr/bin/sysbench
+
+test-deps:
+	$(call apt_missing,$(TEST_DEBS),their tests will be skipped)
+
+bench-deps:
+	$(call apt_missing,$(BENCH_DEBS),the benchmark stops at the targets that need them)
+
+# PostgreSQL (pgbench, bulk read), then MySQL/MariaDB (sysbench, bulk read). BENCH_ARGS reach
+# bench.py, e.g. BENCH_ARGS="--mysql-only --mysql-targets direct,haproxy" (benchmarks/README.md).
+bench: venv bench-deps
+	$(BIN)/python benchmarks/bench.py --mysql $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check $(SRC) tests benchmarks

@@ -183,12 +183,12 @@ class TextCell:
     cell into text and the masked text back into a cell (a MySQL column's character set and
     length)."""
 
-    __slots__ = ("mask", "memo", "spec", "decode", "encode")
+    __slots__ = ("mask", "memo", "spec", "decode", "encode", "limit")
 
     def __init__(self, mask: Callable[[str], str | None],
                  spec: tuple[int, int, int, bytes] | None = None,
                  decode: Callable[[bytes], str] = _utf8,
-                 encode: Callable[[str], bytes] = str.encode) -> None:
+                 encode: Callable[[str], bytes] = str.encode, limit: int = 0) -> None:
         self.mask = mask
         self.memo: dict[bytes, bytes | None] = {}
         # The same rewrite as bytes for an ASCII value, done by the row walk without a call
@@ -196,6 +196,9 @@ class TextCell:
         self.spec = spec
         self.decode = decode
         self.encode = encode
+        # The most bytes the spec's result may take (0: any); a longer one goes to the
+        # call, whose encode cuts it to the column (MySQL).
+        self.limit = limit
 
     def __call__(self, cell: bytes | None) -> bytes | None:
         if cell is None:
@@ -211,10 +214,10 @@ class TextCell:
 
 
 def _text_cell(strategy: Strategy) -> CellRewrite:
-    return TextCell(strategy.mask_text, _byte_spec(strategy))
+    return TextCell(strategy.mask_text, byte_spec(strategy))
 
 
-def _byte_spec(strategy: Strategy) -> tuple[int, int, int, bytes] | None:
+def byte_spec(strategy: Strategy) -> tuple[int, int, int, bytes] | None:
     if strategy.name == "partial":
         return (rows.STAR_ALNUM, strategy.keep_first, strategy.keep_last, b"")
     if strategy.name == "email":

@@ -23,6 +23,7 @@ from policies.masking import (
     Strategy,
     TextCell,
     _DetectCell,
+    byte_spec,
     const_cell,
     null_cell,
 )
@@ -316,8 +317,12 @@ def _text_cell(strategy: Strategy, col: MySQLColumn) -> CellRewrite:
         else "utf-8"
     width = 1 if col.charset in _SINGLE_BYTE else 3 if col.charset in _UTF8MB3 else 4
     chars = col.length // width if col.length else 0
-    return TextCell(strategy.mask_text, None, lambda cell: cell.decode(codec, "replace"),
-                    lambda text: _cut(text, codec, chars, col.length))
+    # Every codec here keeps ASCII as it is, so the row walk's byte-level spec gives what
+    # the call gives for an ASCII value, as long as it fits the column (``limit``).
+    return TextCell(strategy.mask_text, byte_spec(strategy),
+                    lambda cell: cell.decode(codec, "replace"),
+                    lambda text: _cut(text, codec, chars, col.length),
+                    limit=min(chars, col.length) if chars else col.length)
 
 
 def _cut(text: str, codec: str, chars: int, length: int) -> bytes:

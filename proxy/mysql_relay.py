@@ -31,6 +31,7 @@ from protocols.mysql import messages as my
 from protocols.mysql import responses as rs
 from protocols.mysql.binary import rewrite_binary_row
 from protocols.mysql.packets import MAX_PACKET, PacketError, encode
+from protocols.mysql.rows import RowPlan, rewrite_text_rows
 
 if TYPE_CHECKING:
     from proxy.mysql_session import MySQLSession
@@ -133,6 +134,7 @@ class MySQLRelay:
         self.status = 2
         self.columns: list[bytes] = []    # the current result's column definitions
         self.plan: dict[int, Callable[[bytes | None], bytes | None]] = {}
+        self.row_plan: RowPlan | None = None     # the text-row walk's form of ``plan``
         self.types: list[int] = []
         self.bytes_up = 0
         self.bytes_down = 0
@@ -466,6 +468,7 @@ class MySQLRelay:
             self.tracker.start(head.expect, head.cursor)
             self.columns = []
             self.plan = {}
+            self.row_plan = None
             if head.expect == rs.EXPECT_FETCH and head.stmt is not None:
                 self.types = head.stmt.types
                 self.plan = head.stmt.plan
@@ -514,6 +517,23 @@ class MySQLRelay:
                 if first < 0xFE or (first == 0xFE and n >= 9 and not tracker.deprecate_eof):
                     self.out_seq = (self.out_seq + 1) & 0xFF
                     pos = end
+                    continue
+            # Text rows to rewrite: the whole run of them in one call (C when built).
+            plan = self.row_plan
+            if plan is not None and tracker.phase == rs.ROWS_PHASE and not head.binary \
+                    and not head.internal:
+                try:
+                    rows, stop, seq = rewrite_text_rows(
+                        buf, pos, self.out_seq, plan.columns, plan.rewrites, plan.memos,
+                        plan.specs, plan.limits, tracker.deprecate_eof)
+                except ValueError as exc:
+                    raise PacketError(str(exc), errno=2027) from None
+                if stop > pos:
+                    if run < pos:
+                        out.append(bytes(buf[run:pos]))
+                    out.append(rows)
+                    self.out_seq = seq
+                    run = pos = stop
                     continue
             if n == MAX_PACKET:
                 parts = [bytes(buf[pos + 4:end])]
@@ -624,6 +644,7 @@ class MySQLRelay:
             if tracker.more:
                 self.columns = []
                 self.plan = {}
+                self.row_plan = None
             return None
         if event == rs.PREPARED:
             stmt = _Prepared(head.prepare_sql, head.transform, head.scrub)
@@ -649,7 +670,7 @@ class MySQLRelay:
         stmt = head.stmt
         if stmt is not None and stmt.defs == defs:
             self.types, self.plan = stmt.types, stmt.plan
-            return
+            return   # binary rows: the row walk is not used for them
         columns = []
         for i, raw in enumerate(defs):
             d = my.ColumnDefinition.decode(raw)
@@ -657,6 +678,7 @@ class MySQLRelay:
                                        d.type, d.flags, d.charset, d.decimals, d.length))
         self.types = [c.type for c in columns]
         self.plan = mysql_masking.plan(head.transform, columns, head.binary)
+        self.row_plan = RowPlan(self.plan) if self.plan and not head.binary else None
         if stmt is not None:
             stmt.defs, stmt.types, stmt.plan = list(defs), self.types, self.plan
 

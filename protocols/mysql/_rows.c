@@ -1,0 +1,240 @@
+/* Text-protocol result rows in C: the MySQL counterpart of protocols/postgres/_rows.c.
+ *
+ * A masked bulk read rewrites a cell of every row; in Python the walk of one row packet costs
+ * several microseconds, more than the server spends producing it. rewrite_text_rows walks the
+ * run of complete row packets from a position, rewrites the planned cells and re-frames each
+ * packet with the sequence ids the client expects, byte for byte what rows.py's reference
+ * walk gives. It stops at anything that is not plainly a row (a terminator, an ERR, a packet
+ * of 16 MiB or more, a sequence id it does not expect, a rewritten row too long for one
+ * packet) and leaves that to the caller.
+ *
+ * Sans-IO like the rest of protocols/: bytes in, bytes out.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../_cells.h"
+
+#define MAX_PACKET 0xFFFFFF
+
+/* A length-encoded integer at p (within end): its value in *value (-1 for 0xFB, NULL), the
+ * bytes it takes as the return value, 0 when it is invalid or truncated. */
+static Py_ssize_t lenenc(const unsigned char *p, const unsigned char *end, int64_t *value)
+{
+    if (p >= end)
+        return 0;
+    unsigned char first = p[0];
+    if (first < 0xFB) {
+        *value = first;
+        return 1;
+    }
+    if (first == 0xFB) {
+        *value = -1;
+        return 1;
+    }
+    int width = first == 0xFC ? 2 : first == 0xFD ? 3 : first == 0xFE ? 8 : 0;
+    if (width == 0 || p + 1 + width > end)
+        return 0;
+    uint64_t v = 0;
+    for (int i = width; i >= 1; i--)
+        v = (v << 8) | p[i];
+    if (v > (uint64_t)PY_SSIZE_T_MAX)
+        return 0;
+    *value = (int64_t)v;
+    return 1 + width;
+}
+
+static int put_lenenc(Out *o, Py_ssize_t n)
+{
+    unsigned char head[9];
+    int len;
+    if (n < 0xFB) {
+        head[0] = (unsigned char)n;
+        len = 1;
+    } else if (n < 0x10000) {
+        head[0] = 0xFC;
+        head[1] = n & 0xFF;
+        head[2] = (n >> 8) & 0xFF;
+        len = 3;
+    } else if (n < 0x1000000) {
+        head[0] = 0xFD;
+        head[1] = n & 0xFF;
+        head[2] = (n >> 8) & 0xFF;
+        head[3] = (n >> 16) & 0xFF;
+        len = 4;
+    } else {
+        head[0] = 0xFE;
+        for (int i = 0; i < 8; i++)
+            head[1 + i] = ((uint64_t)n >> (8 * i)) & 0xFF;
+        len = 9;
+    }
+    return out_put(o, head, len);
+}
+
+/* rewrite_text_rows(data, start, seq, columns, rewrites, memos, specs, limits, deprecate_eof)
+ *     -> (bytes, end, seq)
+ *
+ * Rows from data[start:], re-framed from sequence id `seq`; `end` is where the walk stopped
+ * and `seq` the next sequence id. columns: increasing cell indexes; rewrites, memos, specs as
+ * in the PostgreSQL walk; limits: for each, the most bytes a spec's result may take (0: any).
+ * A cell is a length-encoded string, 0xFB for NULL. */
+static PyObject *rewrite_text_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "rewrite_text_rows(data, start, seq, columns, "
+                        "rewrites, memos, specs, limits, deprecate_eof)");
+        return NULL;
+    }
+    PyObject *columns = args[3], *rewrites = args[4], *memos = args[5], *specs = args[6],
+             *limits = args[7];
+    if (!PyTuple_Check(columns) || !PyTuple_Check(rewrites) || !PyTuple_Check(memos)
+        || !PyTuple_Check(specs) || !PyTuple_Check(limits)) {
+        PyErr_SetString(PyExc_TypeError, "columns, rewrites, memos, specs, limits: tuples");
+        return NULL;
+    }
+    Py_ssize_t planned = PyTuple_GET_SIZE(columns);
+    if (planned == 0 || PyTuple_GET_SIZE(rewrites) != planned
+        || PyTuple_GET_SIZE(memos) != planned || PyTuple_GET_SIZE(specs) != planned
+        || PyTuple_GET_SIZE(limits) != planned)
+        return bad("columns, rewrites, memos, specs and limits differ in length");
+    int deprecate_eof = PyObject_IsTrue(args[8]);
+    if (deprecate_eof < 0)
+        return NULL;
+    long *index = PyMem_Malloc(sizeof(long) * (size_t)planned);
+    Py_ssize_t *limit = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)planned);
+    Spec *spec = PyMem_Malloc(sizeof(Spec) * (size_t)planned);
+    Py_buffer view = {0};
+    int have_view = 0;
+    PyObject *result = NULL;
+    Out o = {NULL, 0, 0, NULL};
+    if (index == NULL || limit == NULL || spec == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    long last = -1;
+    for (Py_ssize_t k = 0; k < planned; k++) {
+        index[k] = PyLong_AsLong(PyTuple_GET_ITEM(columns, k));
+        limit[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, k));
+        if (PyErr_Occurred() || read_spec(PyTuple_GET_ITEM(specs, k), &spec[k]) < 0)
+            goto done;
+        if (index[k] <= last) {
+            bad("columns must be increasing");
+            goto done;
+        }
+        last = index[k];
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        goto done;
+    have_view = 1;
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    long seq = PyLong_AsLong(args[2]);
+    if (PyErr_Occurred())
+        goto done;
+    if (start < 0 || start > view.len) {
+        bad("start out of range");
+        goto done;
+    }
+    const unsigned char *p = view.buf;
+    Py_ssize_t size = view.len;
+    o.cap = (size - start) + (size - start) / 4 + 64;
+    o.bytes = PyBytes_FromStringAndSize(NULL, o.cap);
+    if (o.bytes == NULL)
+        goto done;
+    o.buf = (unsigned char *)PyBytes_AS_STRING(o.bytes);
+
+    Py_ssize_t pos = start;
+    while (size - pos >= 4) {
+        Py_ssize_t n = (Py_ssize_t)p[pos] | ((Py_ssize_t)p[pos + 1] << 8)
+                       | ((Py_ssize_t)p[pos + 2] << 16);
+        if (n == 0 || n >= MAX_PACKET || pos + 4 + n > size || p[pos + 3] != (seq & 0xFF))
+            break;
+        unsigned char first = p[pos + 4];
+        if (first == 0xFF || (first == 0xFE && (n < 9 || deprecate_eof)))
+            break;
+        const unsigned char *row = p + pos + 4, *row_end = row + n;
+        Py_ssize_t packet_out = o.len;
+        if (out_put(&o, "\0\0\0\0", 4) < 0)
+            goto done;
+        const unsigned char *cell = row, *copied = row;
+        Py_ssize_t k = 0;
+        for (long i = 0; i <= last; i++) {
+            int64_t length;
+            Py_ssize_t head = lenenc(cell, row_end, &length);
+            if (head == 0) {
+                bad("text row: invalid or truncated value");
+                goto done;
+            }
+            const unsigned char *value = cell + head;
+            const unsigned char *cell_end = value + (length > 0 ? length : 0);
+            if (cell_end > row_end) {
+                bad("text row: value past the end of the packet");
+                goto done;
+            }
+            if (index[k] == i) {
+                PyObject *got = rewrite_cell(value, length < 0 ? -1 : (Py_ssize_t)length,
+                                             PyTuple_GET_ITEM(memos, k), &spec[k],
+                                             PyTuple_GET_ITEM(rewrites, k), limit[k]);
+                if (got == NULL)
+                    goto done;
+                int failed = out_put(&o, copied, cell - copied) < 0;
+                if (!failed && got == Py_None) {
+                    failed = out_put(&o, "\xfb", 1) < 0;
+                } else if (!failed) {
+                    Py_ssize_t m = PyBytes_GET_SIZE(got);
+                    failed = put_lenenc(&o, m) < 0
+                             || out_put(&o, PyBytes_AS_STRING(got), m) < 0;
+                }
+                Py_DECREF(got);
+                if (failed)
+                    goto done;
+                copied = cell_end;
+                k++;
+            }
+            cell = cell_end;
+        }
+        if (out_put(&o, copied, row_end - copied) < 0)
+            goto done;
+        Py_ssize_t new_len = o.len - packet_out - 4;
+        if (new_len >= MAX_PACKET) {
+            o.len = packet_out;   /* too long for one packet: the caller splits it */
+            break;
+        }
+        o.buf[packet_out] = new_len & 0xFF;
+        o.buf[packet_out + 1] = (new_len >> 8) & 0xFF;
+        o.buf[packet_out + 2] = (new_len >> 16) & 0xFF;
+        o.buf[packet_out + 3] = seq & 0xFF;
+        seq = (seq + 1) & 0xFF;
+        pos += 4 + n;
+    }
+    if (_PyBytes_Resize(&o.bytes, o.len) < 0) {
+        o.bytes = NULL;
+        goto done;
+    }
+    result = Py_BuildValue("(Nnl)", o.bytes, pos, seq);
+    o.bytes = NULL;
+done:
+    Py_XDECREF(o.bytes);
+    if (have_view)
+        PyBuffer_Release(&view);
+    PyMem_Free(index);
+    PyMem_Free(limit);
+    PyMem_Free(spec);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"rewrite_text_rows", (PyCFunction)(void (*)(void))rewrite_text_rows, METH_FASTCALL,
+     "Text-protocol row packets with the planned cells rewritten, re-framed."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_rows", "MySQL text rows in C (see rows.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__rows(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,95 @@
+"""Runs of text-protocol row packets: the planned cells of every row rewritten in one call.
+
+A masked result changes a cell of every row, so this is the only MySQL code that runs once per
+row. ``_rows.c`` implements ``rewrite_text_rows`` in C and is used when it was built; the
+Python version here is the reference (the tests check that both give the same bytes) and the
+fallback where no compiler was available at install time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from protocols.mysql.messages import lenenc_bytes, lenenc_int_at
+from protocols.mysql.packets import MAX_PACKET
+
+Rewrite = Callable[[bytes | None], bytes | None]
+Spec = tuple[int, int, int, bytes]
+
+
+class RowPlan:
+    """The planned cells in the form the walk wants: increasing indexes, each with its
+    rewrite, its memo, its byte-level spec (protocols.postgres.rows: STAR_ALNUM, EMAIL,
+    CONSTANT) and the most bytes a spec's result may take (0: no bound)."""
+
+    __slots__ = ("columns", "rewrites", "memos", "specs", "limits")
+
+    def __init__(self, plan: Mapping[int, Rewrite]) -> None:
+        order = sorted(plan)
+        self.columns = tuple(order)
+        self.rewrites = tuple(plan[i] for i in order)
+        self.memos = tuple(getattr(plan[i], "memo", None) for i in order)
+        self.specs: tuple[Spec | None, ...] = tuple(getattr(plan[i], "spec", None)
+                                                    for i in order)
+        self.limits = tuple(int(getattr(plan[i], "limit", 0) or 0) for i in order)
+
+    def __bool__(self) -> bool:
+        return bool(self.columns)
+
+
+def py_rewrite_text_rows(data: bytes | bytearray, start: int, seq: int,
+                         columns: tuple[int, ...], rewrites: tuple[Rewrite, ...],
+                         memos: tuple[dict[bytes, bytes | None] | None, ...],
+                         specs: tuple[Spec | None, ...], limits: tuple[int, ...],
+                         deprecate_eof: bool) -> tuple[bytes, int, int]:
+    """The reference walk (specs and limits are a speed-up of the C walk only)."""
+    if not columns:
+        raise ValueError("columns, rewrites, memos, specs and limits differ in length")
+    out = bytearray()
+    pos = start
+    size = len(data)
+    last = columns[-1]
+    while size - pos >= 4:
+        n = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        if n == 0 or n >= MAX_PACKET or pos + 4 + n > size or data[pos + 3] != seq & 0xFF:
+            break
+        first = data[pos + 4]
+        if first == 0xFF or (first == 0xFE and (n < 9 or deprecate_eof)):
+            break
+        row = bytes(data[pos + 4:pos + 4 + n])
+        body = bytearray()
+        cell = copied = 0
+        k = 0
+        for i in range(last + 1):
+            try:
+                length, value_at = lenenc_int_at(row, cell)
+            except Exception as exc:
+                raise ValueError("text row: invalid or truncated value") from exc
+            cell_end = value_at + (length or 0)
+            if cell_end > n:
+                raise ValueError("text row: value past the end of the packet")
+            if columns[k] == i:
+                value = None if length is None else row[value_at:cell_end]
+                memo = memos[k]
+                got = memo[value] if memo is not None and value is not None \
+                    and value in memo else rewrites[k](value)
+                body += row[copied:cell]
+                body += b"\xfb" if got is None else lenenc_bytes(got)
+                copied = cell_end
+                k += 1
+            cell = cell_end
+        body += row[copied:]
+        if len(body) >= MAX_PACKET:
+            break
+        out += len(body).to_bytes(3, "little") + bytes([seq & 0xFF]) + body
+        seq = (seq + 1) & 0xFF
+        pos += 4 + n
+    return bytes(out), pos, seq
+
+
+try:
+    from protocols.mysql._rows import rewrite_text_rows as c_rewrite_text_rows
+except ImportError:   # built without a compiler: the reference walk
+    c_rewrite_text_rows = None
+
+rewrite_text_rows = c_rewrite_text_rows or py_rewrite_text_rows
