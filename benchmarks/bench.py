@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Throughput benchmark: PostgreSQL direct vs. through pgbouncer vs. through Wiregate.
+"""Throughput benchmark: PostgreSQL direct vs. through pgbouncer vs. through Wiregate; with
+``--mysql`` also MariaDB direct vs. through HAProxy vs. through Wiregate (``mysql_bench.py``).
 
 Runs ``pgbench -S`` (read-only point selects) in the simple, extended and prepared protocol modes
 against each target, plus a bulk read of ``pgbench_accounts`` with psycopg, and writes a Markdown
@@ -11,6 +12,8 @@ each control is a same-run ratio.
     .venv/bin/python benchmarks/bench.py                 # full run: 20 s x 3 runs per cell
     .venv/bin/python benchmarks/bench.py --quick         # smoke test: 5 s x 1 run, 10 clients
     .venv/bin/python benchmarks/bench.py --targets direct,pgbouncer
+    .venv/bin/python benchmarks/bench.py --mysql         # then the MySQL side (make bench)
+    .venv/bin/python benchmarks/bench.py --mysql-only --mysql-targets direct,haproxy
 
 See ``benchmarks/README.md`` for what the figures mean.
 """
@@ -94,6 +97,11 @@ TXN_RE = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 FAILED_RE = re.compile(r"^number of failed transactions: (\d+)", re.M)
 LAT_RE = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# mysql_bench imports this module as ``bench``; run as a script it is ``__main__``. One module
+# object, so both sides share the processes stop_all() ends.
+if __name__ == "__main__":
+    sys.modules.setdefault("bench", sys.modules[__name__])
 
 
 class BenchError(RuntimeError):
@@ -861,9 +869,8 @@ def _cmd_first_line(argv: Sequence[str]) -> str | None:
     return text.splitlines()[0] if text else None
 
 
-def machine_info(pg_host: str, pg_port: int, pg_user: str) -> dict[str, Any]:
-    import psycopg
-
+def host_info() -> dict[str, Any]:
+    """The machine and the Wiregate code measured: what both sides' reports start with."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -878,23 +885,6 @@ def machine_info(pg_host: str, pg_port: int, pg_user: str) -> dict[str, Any]:
         mem_gb = round(kb / 1024 / 1024, 1)
     except (OSError, ValueError, IndexError):
         pass
-    pgv = "unknown"
-    settings: dict[str, str] = {}
-    try:
-        dsn = f"host={pg_host} port={pg_port} user={pg_user} dbname=postgres sslmode=disable"
-        with psycopg.connect(dsn) as conn:
-            got = conn.execute("SELECT version()").fetchone()
-            pgv = got[0] if got else pgv
-            for name in ("shared_buffers", "max_connections", "ssl"):
-                r = conn.execute(f"SHOW {name}").fetchone()
-                settings[name] = r[0] if r else ""
-    except Exception:
-        pass
-    pgb = None
-    for cand in (shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"):
-        if cand and os.access(cand, os.X_OK):
-            pgb = _cmd_first_line([cand, "--version"])
-            break
     wg = None
     try:
         from importlib.metadata import version
@@ -917,13 +907,38 @@ def machine_info(pg_host: str, pg_port: int, pg_user: str) -> dict[str, Any]:
         "memory_gb": mem_gb,
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "wiregate_version": wg,
+        "wiregate_commit": commit,
+        "wiregate_uncommitted": dirty,  # proxy code measured differs from the commit here
+    }
+
+
+def machine_info(pg_host: str, pg_port: int, pg_user: str) -> dict[str, Any]:
+    import psycopg
+
+    pgv = "unknown"
+    settings: dict[str, str] = {}
+    try:
+        dsn = f"host={pg_host} port={pg_port} user={pg_user} dbname=postgres sslmode=disable"
+        with psycopg.connect(dsn) as conn:
+            got = conn.execute("SELECT version()").fetchone()
+            pgv = got[0] if got else pgv
+            for name in ("shared_buffers", "max_connections", "ssl"):
+                r = conn.execute(f"SHOW {name}").fetchone()
+                settings[name] = r[0] if r else ""
+    except Exception:
+        pass
+    pgb = None
+    for cand in (shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"):
+        if cand and os.access(cand, os.X_OK):
+            pgb = _cmd_first_line([cand, "--version"])
+            break
+    return {
+        **host_info(),
         "postgres_version": pgv,
         "postgres_settings": settings,
         "pgbench_version": _cmd_first_line(["pgbench", "--version"]),
         "pgbouncer_version": pgb,
-        "wiregate_version": wg,
-        "wiregate_commit": commit,
-        "wiregate_uncommitted": dirty,  # proxy code measured differs from the commit here
     }
 
 
@@ -932,11 +947,14 @@ def machine_info(pg_host: str, pg_port: int, pg_user: str) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    import mysql_bench
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 5 s, 1 run, 10 clients, one bulk read")
-    ap.add_argument("--duration", type=int, default=None, help="seconds per pgbench run (20)")
+    ap.add_argument("--duration", type=int, default=None,
+                    help="seconds per pgbench (and sysbench) run (20)")
     ap.add_argument("--runs", type=int, default=None, help="runs per cell, median taken (3)")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
                     help="comma-separated subset of: " + ", ".join(ALL_TARGETS + EXTRA_TARGETS))
@@ -961,6 +979,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="report path without extension (default benchmarks/results/<date>, "
                          "<date>-quick for --quick)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and proxy logs")
+    my = ap.add_argument_group(
+        "MySQL/MariaDB side (benchmarks/mysql_bench.py; --quick, --duration, --runs, --warmup, "
+        "--workers and --keep-tmp apply to it too)")
+    my.add_argument("--mysql", action="store_true",
+                    help="after the PostgreSQL side, run the MySQL side (what make bench does)")
+    my.add_argument("--mysql-only", action="store_true", help="run only the MySQL side")
+    mysql_bench.add_options(my, prefix="mysql-")
     args = ap.parse_args(argv)
     args.duration = args.duration or (5 if args.quick else 20)
     args.runs = args.runs or (1 if args.quick else 3)
@@ -978,6 +1003,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"unknown mode(s) {badm}; choose from {', '.join(ALL_MODES)}")
     # Keep the canonical order so tables read direct | pgbouncer | wiregate | guarded.
     args.targets = [t for t in ALL_TARGETS + EXTRA_TARGETS if t in args.targets]
+    args.mysql_settings = (mysql_bench.options(args, ap.error, prefix="mysql-")
+                           if args.mysql or args.mysql_only else None)
     return args
 
 
@@ -987,11 +1014,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now()
     tmp = Path(tempfile.mkdtemp(prefix="wiregate-bench-"))
     os.chmod(tmp, 0o755)
+    status = 0
     try:
-        return _run(args, started, tmp)
-    except BenchError as exc:
-        print(f"\nbench: error: {exc}", file=sys.stderr)
-        return 1
+        if not args.mysql_only:
+            try:
+                status = _run(args, started, tmp)
+            except BenchError as exc:
+                print(f"\nbench: error: {exc}", file=sys.stderr)
+                status = 1
+            finally:
+                stop_all()  # the MySQL side measures without PostgreSQL's proxies running
+        if args.mysql_settings is not None:
+            import mysql_bench
+
+            try:
+                status = max(status, mysql_bench.run(args.mysql_settings, tmp / "mysql",
+                                                     dt.datetime.now()))
+            except BenchError as exc:
+                print(f"\nbench: error: {exc}", file=sys.stderr)
+                status = max(status, 1)
+        return status
     finally:
         stop_all()
         if args.keep_tmp:
