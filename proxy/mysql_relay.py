@@ -31,7 +31,7 @@ from protocols.mysql import messages as my
 from protocols.mysql import responses as rs
 from protocols.mysql.binary import rewrite_binary_row
 from protocols.mysql.packets import MAX_PACKET, PacketError, encode
-from protocols.mysql.rows import RowPlan, rewrite_text_rows
+from protocols.mysql.rows import RowPlan, rewrite_binary_rows, rewrite_text_rows
 
 if TYPE_CHECKING:
     from proxy.mysql_session import MySQLSession
@@ -94,6 +94,7 @@ class _Prepared:
     types: list[int] = field(default_factory=list)
     plan: dict[int, Callable[[bytes | None], bytes | None]] = field(default_factory=dict)
     defs: list[bytes] = field(default_factory=list)   # the column definitions planned for
+    row_plan: RowPlan | None = None
 
 
 @dataclass(slots=True)
@@ -136,6 +137,7 @@ class MySQLRelay:
         self.plan: dict[int, Callable[[bytes | None], bytes | None]] = {}
         self.row_plan: RowPlan | None = None     # the text-row walk's form of ``plan``
         self.types: list[int] = []
+        self.type_bytes = b""
         self.bytes_up = 0
         self.bytes_down = 0
         self.on_idle: Callable[[], None] | None = None
@@ -471,7 +473,9 @@ class MySQLRelay:
             self.row_plan = None
             if head.expect == rs.EXPECT_FETCH and head.stmt is not None:
                 self.types = head.stmt.types
+                self.type_bytes = bytes(self.types)
                 self.plan = head.stmt.plan
+                self.row_plan = head.stmt.row_plan
             return
         if not self.pending and self.on_idle is not None:
             self.on_idle()
@@ -518,14 +522,19 @@ class MySQLRelay:
                     self.out_seq = (self.out_seq + 1) & 0xFF
                     pos = end
                     continue
-            # Text rows to rewrite: the whole run of them in one call (C when built).
+            # Rows to rewrite: the whole run of them in one call (C when built).
             plan = self.row_plan
-            if plan is not None and tracker.phase == rs.ROWS_PHASE and not head.binary \
-                    and not head.internal:
+            if plan is not None and tracker.phase == rs.ROWS_PHASE and not head.internal:
                 try:
-                    rows, stop, seq = rewrite_text_rows(
-                        buf, pos, self.out_seq, plan.columns, plan.rewrites, plan.memos,
-                        plan.specs, plan.limits, tracker.deprecate_eof)
+                    if head.binary:
+                        rows, stop, seq = rewrite_binary_rows(
+                            buf, pos, self.out_seq, self.type_bytes, plan.columns,
+                            plan.rewrites, plan.memos, plan.specs, plan.limits,
+                            tracker.deprecate_eof)
+                    else:
+                        rows, stop, seq = rewrite_text_rows(
+                            buf, pos, self.out_seq, plan.columns, plan.rewrites, plan.memos,
+                            plan.specs, plan.limits, tracker.deprecate_eof)
                 except ValueError as exc:
                     raise PacketError(str(exc), errno=2027) from None
                 if stop > pos:
@@ -669,8 +678,9 @@ class MySQLRelay:
             return
         stmt = head.stmt
         if stmt is not None and stmt.defs == defs:
-            self.types, self.plan = stmt.types, stmt.plan
-            return   # binary rows: the row walk is not used for them
+            self.types, self.plan, self.row_plan = stmt.types, stmt.plan, stmt.row_plan
+            self.type_bytes = bytes(self.types)
+            return
         columns = []
         for i, raw in enumerate(defs):
             d = my.ColumnDefinition.decode(raw)
@@ -678,9 +688,11 @@ class MySQLRelay:
                                        d.type, d.flags, d.charset, d.decimals, d.length))
         self.types = [c.type for c in columns]
         self.plan = mysql_masking.plan(head.transform, columns, head.binary)
-        self.row_plan = RowPlan(self.plan) if self.plan and not head.binary else None
+        self.row_plan = RowPlan(self.plan) if self.plan else None
+        self.type_bytes = bytes(self.types)
         if stmt is not None:
             stmt.defs, stmt.types, stmt.plan = list(defs), self.types, self.plan
+            stmt.row_plan = self.row_plan
 
 
 def _packets(size: int) -> int:

@@ -224,9 +224,225 @@ done:
     return result;
 }
 
+/* Binary-protocol cells: the fixed width of a type (0: not fixed), whether it is a temporal
+ * struct with a one-byte length (as protocols/mysql/types.py FIXED_WIDTH and TEMPORAL). */
+static int fixed_width(unsigned char t)
+{
+    switch (t) {
+    case 1: return 1;                       /* TINY */
+    case 2: case 13: return 2;              /* SHORT, YEAR */
+    case 3: case 9: case 4: return 4;       /* LONG, INT24, FLOAT */
+    case 8: case 5: return 8;               /* LONGLONG, DOUBLE */
+    default: return 0;
+    }
+}
+
+static int temporal(unsigned char t)
+{
+    return t == 10 || t == 12 || t == 7 || t == 11 || t == 14;  /* DATE DATETIME TIMESTAMP TIME NEWDATE */
+}
+
+/* rewrite_binary_rows(data, start, seq, types, columns, rewrites, memos, specs, limits,
+ *                     deprecate_eof) -> (bytes, end, seq)
+ *
+ * As rewrite_text_rows, for binary rows (COM_STMT_EXECUTE, COM_STMT_FETCH): a 0x00 header, the
+ * NULL bitmap (offset 2), then the values of the non-NULL cells by type. A rewrite sees a cell
+ * without its length prefix (fixed-width types have none) and returns one of the same form;
+ * None sets the cell's NULL bit. `types` holds one type byte per column. */
+static PyObject *rewrite_binary_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "rewrite_binary_rows(data, start, seq, types, columns, "
+                        "rewrites, memos, specs, limits, deprecate_eof)");
+        return NULL;
+    }
+    PyObject *types = args[3], *columns = args[4], *rewrites = args[5], *memos = args[6],
+             *specs = args[7], *limits = args[8];
+    if (!PyBytes_Check(types) || !PyTuple_Check(columns) || !PyTuple_Check(rewrites)
+        || !PyTuple_Check(memos) || !PyTuple_Check(specs) || !PyTuple_Check(limits)) {
+        PyErr_SetString(PyExc_TypeError, "types: bytes; columns, rewrites, memos, specs, "
+                        "limits: tuples");
+        return NULL;
+    }
+    Py_ssize_t ncols = PyBytes_GET_SIZE(types);
+    const unsigned char *type = (const unsigned char *)PyBytes_AS_STRING(types);
+    Py_ssize_t planned = PyTuple_GET_SIZE(columns);
+    if (planned == 0 || PyTuple_GET_SIZE(rewrites) != planned
+        || PyTuple_GET_SIZE(memos) != planned || PyTuple_GET_SIZE(specs) != planned
+        || PyTuple_GET_SIZE(limits) != planned)
+        return bad("columns, rewrites, memos, specs and limits differ in length");
+    int deprecate_eof = PyObject_IsTrue(args[9]);
+    if (deprecate_eof < 0)
+        return NULL;
+    Py_ssize_t bitmap_len = (ncols + 9) / 8;
+    long *index = PyMem_Malloc(sizeof(long) * (size_t)planned);
+    Py_ssize_t *limit = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)planned);
+    Spec *spec = PyMem_Malloc(sizeof(Spec) * (size_t)planned);
+    unsigned char *bitmap = PyMem_Malloc((size_t)bitmap_len + 1);
+    Py_buffer view = {0};
+    int have_view = 0;
+    PyObject *result = NULL;
+    Out o = {NULL, 0, 0, NULL};
+    if (index == NULL || limit == NULL || spec == NULL || bitmap == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    long last = -1;
+    for (Py_ssize_t k = 0; k < planned; k++) {
+        index[k] = PyLong_AsLong(PyTuple_GET_ITEM(columns, k));
+        limit[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(limits, k));
+        if (PyErr_Occurred() || read_spec(PyTuple_GET_ITEM(specs, k), &spec[k]) < 0)
+            goto done;
+        if (index[k] <= last || index[k] >= ncols) {
+            bad("columns must be increasing and within the row");
+            goto done;
+        }
+        last = index[k];
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        goto done;
+    have_view = 1;
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    long seq = PyLong_AsLong(args[2]);
+    if (PyErr_Occurred())
+        goto done;
+    if (start < 0 || start > view.len) {
+        bad("start out of range");
+        goto done;
+    }
+    const unsigned char *p = view.buf;
+    Py_ssize_t size = view.len;
+    o.cap = (size - start) + (size - start) / 4 + 64;
+    o.bytes = PyBytes_FromStringAndSize(NULL, o.cap);
+    if (o.bytes == NULL)
+        goto done;
+    o.buf = (unsigned char *)PyBytes_AS_STRING(o.bytes);
+
+    Py_ssize_t pos = start;
+    while (size - pos >= 4) {
+        Py_ssize_t n = (Py_ssize_t)p[pos] | ((Py_ssize_t)p[pos + 1] << 8)
+                       | ((Py_ssize_t)p[pos + 2] << 16);
+        if (n == 0 || n >= MAX_PACKET || pos + 4 + n > size || p[pos + 3] != (seq & 0xFF)
+            || p[pos + 4] != 0x00)
+            break;
+        (void)deprecate_eof;   /* a row starts with 0x00; terminators never do */
+        const unsigned char *row = p + pos + 4, *row_end = row + n;
+        if (n < 1 + bitmap_len) {
+            bad("binary row: truncated NULL bitmap");
+            goto done;
+        }
+        memcpy(bitmap, row + 1, (size_t)bitmap_len);
+        Py_ssize_t packet_out = o.len;
+        /* header and bitmap now, the bitmap patched when NULLs change */
+        if (out_put(&o, "\0\0\0\0", 4) < 0 || out_put(&o, row, 1 + bitmap_len) < 0)
+            goto done;
+        Py_ssize_t bitmap_out = packet_out + 5;
+        const unsigned char *cell = row + 1 + bitmap_len, *copied = cell;
+        Py_ssize_t k = 0;
+        for (long i = 0; i <= last; i++) {
+            int bit = (int)(i + 2);
+            int is_null = (bitmap[bit / 8] >> (bit % 8)) & 1;
+            const unsigned char *value = cell, *cell_end = cell;
+            Py_ssize_t vlen = -1;
+            int width = fixed_width(type[i]);
+            if (!is_null) {
+                if (width) {
+                    vlen = width;
+                } else if (temporal(type[i])) {
+                    if (cell >= row_end) {
+                        bad("binary row: truncated value");
+                        goto done;
+                    }
+                    vlen = cell[0];
+                    value = cell + 1;
+                } else {
+                    int64_t length;
+                    Py_ssize_t head = lenenc(cell, row_end, &length);
+                    if (head == 0 || length < 0) {
+                        bad("binary row: invalid value length");
+                        goto done;
+                    }
+                    vlen = (Py_ssize_t)length;
+                    value = cell + head;
+                }
+                cell_end = value + vlen;
+                if (cell_end > row_end) {
+                    bad("binary row: value past the end of the packet");
+                    goto done;
+                }
+            }
+            if (index[k] == i) {
+                PyObject *got = rewrite_cell(value, vlen, PyTuple_GET_ITEM(memos, k), &spec[k],
+                                             PyTuple_GET_ITEM(rewrites, k), limit[k]);
+                if (got == NULL)
+                    goto done;
+                int failed = out_put(&o, copied, cell - copied) < 0;
+                if (!failed && got == Py_None) {
+                    o.buf[bitmap_out + bit / 8] |= (unsigned char)(1 << (bit % 8));
+                } else if (!failed) {
+                    Py_ssize_t m = PyBytes_GET_SIZE(got);
+                    o.buf[bitmap_out + bit / 8] &= (unsigned char)~(1 << (bit % 8));
+                    if (width) {
+                        if (m != width) {
+                            Py_DECREF(got);
+                            bad("binary row: a rewrite changed a fixed-width value's size");
+                            goto done;
+                        }
+                    } else if (temporal(type[i])) {
+                        unsigned char len1 = (unsigned char)m;
+                        failed = m > 255 || out_put(&o, &len1, 1) < 0;
+                    } else {
+                        failed = put_lenenc(&o, m) < 0;
+                    }
+                    failed = failed || out_put(&o, PyBytes_AS_STRING(got), m) < 0;
+                }
+                Py_DECREF(got);
+                if (failed) {
+                    if (!PyErr_Occurred())
+                        bad("binary row: rewritten value too long");
+                    goto done;
+                }
+                copied = cell_end;
+                k++;
+            }
+            cell = cell_end;
+        }
+        if (out_put(&o, copied, row_end - copied) < 0)
+            goto done;
+        Py_ssize_t new_len = o.len - packet_out - 4;
+        if (new_len >= MAX_PACKET) {
+            o.len = packet_out;
+            break;
+        }
+        o.buf[packet_out] = new_len & 0xFF;
+        o.buf[packet_out + 1] = (new_len >> 8) & 0xFF;
+        o.buf[packet_out + 2] = (new_len >> 16) & 0xFF;
+        o.buf[packet_out + 3] = seq & 0xFF;
+        seq = (seq + 1) & 0xFF;
+        pos += 4 + n;
+    }
+    if (_PyBytes_Resize(&o.bytes, o.len) < 0) {
+        o.bytes = NULL;
+        goto done;
+    }
+    result = Py_BuildValue("(Nnl)", o.bytes, pos, seq);
+    o.bytes = NULL;
+done:
+    Py_XDECREF(o.bytes);
+    if (have_view)
+        PyBuffer_Release(&view);
+    PyMem_Free(index);
+    PyMem_Free(limit);
+    PyMem_Free(spec);
+    PyMem_Free(bitmap);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"rewrite_text_rows", (PyCFunction)(void (*)(void))rewrite_text_rows, METH_FASTCALL,
      "Text-protocol row packets with the planned cells rewritten, re-framed."},
+    {"rewrite_binary_rows", (PyCFunction)(void (*)(void))rewrite_binary_rows, METH_FASTCALL,
+     "Binary-protocol row packets with the planned cells rewritten, re-framed."},
     {NULL, NULL, 0, NULL},
 };
 
