@@ -253,7 +253,9 @@ class MySQLSession(Decider):
         try:
             self.up = await connect(
                 upstream, capabilities=caps, database=upstream.dbname,
-                attributes=resp.attributes, charset=resp.charset,
+                # The client's attributes go through; the DBA also sees whose session it is.
+                attributes={**resp.attributes, "wiregate_user": resp.user},
+                charset=resp.charset,
                 max_packet=lst.max_packet_size, timeout=lst.connect_timeout)
         except TimeoutError:
             raise LoginFailed(2013, "08S01", "wiregate: timeout connecting to the upstream "

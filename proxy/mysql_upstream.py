@@ -179,7 +179,7 @@ async def connect(up: Upstream, *, capabilities: int, database: str | None = Non
 
     ``capabilities`` is what the caller wants (its client's flags); the flags actually sent
     are in the result. ``attributes`` are sent as connection attributes with
-    ``program_name=wiregate`` (which wins over a given program_name). Every failure,
+    ``program_name=wiregate`` unless they name a program themselves. Every failure,
     including no answer within ``timeout`` seconds, is a MySQLUpstreamError."""
     if not 0 < charset < 256:
         raise ValueError(f"charset must be a collation id 1-255, got {charset}")
@@ -220,7 +220,7 @@ async def _login(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.Str
             raise MySQLUpstreamError(f"upstream {where} ({greeting.server_version}) does not "
                                      "speak protocol 4.1 with secure connection",
                                      CR_MALFORMED_PACKET)
-        attrs = {**(attributes or {}), "program_name": PROGRAM_NAME}
+        attrs = {"program_name": PROGRAM_NAME, **(attributes or {})}
         caps = negotiate(wanted, server_caps, database=database is not None, attributes=True)
         if database is not None and not caps & my.CLIENT_CONNECT_WITH_DB:
             raise MySQLUpstreamError(f"upstream {where} cannot select a database at login",

@@ -281,14 +281,18 @@ def test_ed25519_user_over_an_auth_switch(server: MyCluster) -> None:
 
 
 @pytest.mark.mysql
-def test_connection_attributes_carry_wiregate(server: MyCluster) -> None:
+def test_connection_attributes_pass_through(server: MyCluster) -> None:
     u = up("127.0.0.1", server.port, "wg_native", "native-pw")
     conn, results = run(login_and(
         u, "SELECT ATTR_NAME, ATTR_VALUE FROM performance_schema.session_connect_attrs "
            "WHERE PROCESSLIST_ID = CONNECTION_ID() ORDER BY ATTR_NAME",
         attributes={"_client_name": "libmariadb", "program_name": "mysql"}))
     attrs = {row[0]: row[1] for row in results[0]}
-    assert attrs == {b"_client_name": b"libmariadb", b"program_name": b"wiregate"}
+    assert attrs == {b"_client_name": b"libmariadb", b"program_name": b"mysql"}
+    conn, results = run(login_and(
+        u, "SELECT ATTR_VALUE FROM performance_schema.session_connect_attrs "
+           "WHERE PROCESSLIST_ID = CONNECTION_ID() AND ATTR_NAME = 'program_name'"))
+    assert results[0] == [(b"wiregate",)]     # named when the caller names nothing
 
 
 @pytest.mark.mysql
