@@ -413,3 +413,25 @@ def test_field_list_set_option_and_statistics_pass(mysql_proxy_factory: Any, tab
         assert raw.packets(5)[3] == b"\x013"
     finally:
         raw.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payload=st.tuples(st.sampled_from([0x03, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1C, 0x02,
+                                          0x04, 0x0C, 0x11, 0x1B, 0x1F, 0xFA, 0x00, 0xFF]),
+                         st.binary(max_size=40)).map(lambda t: bytes([t[0]]) + t[1]))
+def test_random_commands_are_answered_or_refused_and_the_proxy_serves_on(
+        mysql_proxy_factory: Any, payload: bytes) -> None:
+    proxy = _shared_proxy(mysql_proxy_factory)
+    raw = Raw(proxy.mysql_port)
+    try:
+        raw.sock.sendall(command(payload))
+        raw.sock.settimeout(0.5)
+        try:
+            raw.sock.recv(65536)
+        except (TimeoutError, ConnectionError):
+            pass
+    finally:
+        raw.close()
+    with through(proxy.mysql_port) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchall() == ((1,),)

@@ -1,0 +1,72 @@
+"""ResponseTracker: where each answer ends, in both EOF modes, from payloads alone; and any
+bytes a server might send are either understood or refused with PacketError, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.mysql import responses as rs
+from protocols.mysql.messages import ColumnDefinition, encode_text_row
+from protocols.mysql.packets import PacketError
+
+COLDEF = ColumnDefinition("db", "t", "t", "c", "c", 45, 80, 253, 0, 0).encode()
+EOF_MID = b"\xfe\x00\x00\x02\x00"
+OK_END = b"\xfe\x00\x00\x02\x00\x00\x00"
+
+
+def feed_all(tracker: rs.ResponseTracker, payloads: list[bytes]) -> list[int]:
+    return [tracker.feed(p) for p in payloads]
+
+
+@pytest.mark.parametrize("deprecate", [False, True])
+def test_a_result_set_and_a_second_one(deprecate: bool) -> None:
+    t = rs.ResponseTracker(deprecate)
+    t.start(rs.EXPECT_RESULT)
+    end_more = (b"\xfe\x00\x00\x0a\x00" + (b"\x00\x00" if deprecate else b""))
+    first = [b"\x01", COLDEF] + ([] if deprecate else [EOF_MID]) + [
+        encode_text_row((b"x",)), encode_text_row((None,)), end_more]
+    events = feed_all(t, first)
+    assert events[-1] == rs.END and t.more and not t.done
+    assert events.count(rs.ROW) == 2
+    second = [b"\x00\x01\x00\x02\x00\x00\x00"]       # an OK ends it (INSERT's answer)
+    assert feed_all(t, second) == [rs.OK] and t.done
+
+
+@pytest.mark.parametrize("deprecate", [False, True])
+def test_prepare_answer_with_parameters_and_columns(deprecate: bool) -> None:
+    t = rs.ResponseTracker(deprecate)
+    t.start(rs.EXPECT_PREPARE)
+    head = b"\x00" + (7).to_bytes(4, "little") + (1).to_bytes(2, "little") + \
+        (2).to_bytes(2, "little") + b"\x00\x00\x00"
+    eof = [] if deprecate else [EOF_MID]
+    events = feed_all(t, [head, COLDEF, COLDEF, *eof, COLDEF, *eof])
+    assert events[0] == rs.PREPARED and t.statement_id == 7 and t.done
+
+
+def test_an_error_ends_any_answer() -> None:
+    t = rs.ResponseTracker(True)
+    t.start(rs.EXPECT_RESULT)
+    assert feed_all(t, [b"\x01", COLDEF, b"\xffz\x04#HY000boom"])[-1] == rs.ERR and t.done
+
+
+@settings(max_examples=500, deadline=None)
+@given(expect=st.sampled_from([rs.EXPECT_RESULT, rs.EXPECT_PREPARE, rs.EXPECT_FETCH,
+                               rs.EXPECT_OK, rs.EXPECT_FIELDS, rs.EXPECT_STRING,
+                               rs.EXPECT_OK_OR_EOF]),
+       deprecate=st.booleans(),
+       payloads=st.lists(st.binary(max_size=20), max_size=12))
+def test_any_server_bytes_are_understood_or_refused(expect: int, deprecate: bool,
+                                                    payloads: list[bytes]) -> None:
+    t = rs.ResponseTracker(deprecate)
+    t.start(expect)
+    for p in payloads:
+        try:
+            t.feed(p)
+        except PacketError:
+            return
+        if t.done:
+            with pytest.raises(PacketError):
+                t.feed(b"\x00")
+            return
