@@ -403,7 +403,7 @@ class GuardPolicy:
             return to_deny(_unparseable("a NUL character inside the statement text"))
         version = catalog.version if catalog is not None else -1
         shape_key = None
-        if self.dialect == "postgres" and _plain_text(sql):
+        if _plain_text(sql) and (self.dialect == "postgres" or _mysql_plain(sql)):
             shape_key = (state.key, version, _NUMBERS.sub("?", sql))
             verdict = self._shape.get(shape_key)
             if verdict is _PLAIN_ALLOW:
@@ -467,6 +467,8 @@ class GuardPolicy:
                 elif masked is not None or scrub:
                     verdict = replace(verdict, transform=masked, scrub=scrub)
         _remember(self._exact, exact_key, verdict)
+        if self.dialect == "mysql" and shape_key is not None and _shape_free(facts, verdict):
+            _remember(self._shape, shape_key, verdict)
         if normal_key is not None and not any(f.literal_sensitive for f in facts):
             _remember(self._normal, normal_key, verdict)
             if shape_key is not None:
@@ -1053,6 +1055,21 @@ def _mysql_named_op(facts: list[Facts]) -> tuple[str, str, str] | None:
 # ASCII only, so that the regex's ASCII word boundaries are exactly SQL's: a digit run after a
 # non-ASCII letter belongs to an identifier, and such texts never take this path.
 _NUMBERS = re.compile(r"(?a)\b\d+\b")
+
+
+def _mysql_plain(sql: str) -> bool:
+    """MySQL also comments with #, quotes identifiers with backticks (`1` is a name) and
+    names variables with @: texts with those take no shape."""
+    return not ("#" in sql or "`" in sql or "@" in sql)
+
+
+def _shape_free(facts: list[Facts], verdict: _Verdict) -> bool:
+    """A MySQL verdict other texts of the same shape may share: allowed plain reads, with no
+    setting, no literal that decides it, no named statement. (For PostgreSQL the normalized
+    parse tree decides this.)"""
+    return verdict.refusal is None and verdict.named is None and all(
+        f.category == "read" and not f.settings and not f.literal_sensitive
+        and f.prepared is None and not f.deallocated for f in facts)
 
 
 def _plain_text(sql: str) -> bool:
