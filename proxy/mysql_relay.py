@@ -143,6 +143,7 @@ class MySQLRelay:
         self.on_idle: Callable[[], None] | None = None
         self.max_packet = session.listener.max_packet_size
         self.tracker_error = False        # Wiregate's own command failed upstream
+        self.error_seq = 1                # where an error about the client's command goes
         self._last_server_seq = 0
 
     # -- wiring -----------------------------------------------------------------------------
@@ -179,12 +180,14 @@ class MySQLRelay:
             self.server.close()
         self.client.close()
 
-    def _fail(self, message: str, upstream: bool) -> None:
+    def _fail(self, message: str, upstream: bool, errno: int = 2027) -> None:
         side = "upstream" if upstream else "client"
         log.warning(f"{side} protocol violation", extra={"session": self.session.id,
                                                          "error": message})
         text = f"wiregate: invalid data from {'the upstream server' if upstream else 'client'}"
-        self.close(my.ERR(2027, f"{text}: {message}", "08S01").encode())
+        if not upstream:
+            self.out_seq = self.error_seq   # the answer to the command that failed
+        self.close(my.ERR(errno, f"{text}: {message}", "08S01").encode())
 
     # -- client → server ------------------------------------------------------------------
 
@@ -198,7 +201,7 @@ class MySQLRelay:
             try:
                 self._commands()
             except PacketError as exc:
-                self._fail(str(exc), upstream=False)
+                self._fail(str(exc), upstream=False, errno=exc.errno)
 
     def _commands(self) -> None:
         buf = self.cbuf
@@ -209,6 +212,7 @@ class MySQLRelay:
             n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             end = pos + 4 + n
             seq = buf[pos + 3]
+            self.error_seq = (seq + 1) & 0xFF
             if n == MAX_PACKET:      # a command of 16 MiB or more: reassemble it
                 parts = [bytes(buf[pos + 4:end])]
                 while end <= size and n == MAX_PACKET:

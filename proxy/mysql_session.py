@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import secrets
 import socket
 import ssl
@@ -170,6 +171,39 @@ class MySQLSession(Decider):
         self._seq = (self._seq + 1) & 0xFF
         return await self.reader.readexactly(n)
 
+    async def _read_first(self) -> bytes:
+        """The client's first packet, read from the socket exactly (reading is paused): after
+        an SSLRequest a client sends its TLS hello at once, without waiting for an answer,
+        and those bytes must stay in the socket for the TLS layer."""
+        loop = asyncio.get_running_loop()
+        sock = self.writer.get_extra_info("socket")
+        raw = socket.socket(fileno=os.dup(sock.fileno()))
+        raw.setblocking(False)
+        early = _take_buffered(self.reader)
+        if early:
+            raise PacketError("the client spoke before the greeting")
+
+        async def exactly(n: int) -> bytes:
+            out = b""
+            while len(out) < n:
+                chunk = await loop.sock_recv(raw, n - len(out))
+                if not chunk:
+                    raise asyncio.IncompleteReadError(out, n)
+                out += chunk
+            return out
+
+        try:
+            hdr = await exactly(4)
+            n = int.from_bytes(hdr[:3], "little")
+            if n >= MAX_PACKET or n > MAX_LOGIN_PACKET:
+                raise PacketError("login packet too large", errno=ER_HANDSHAKE)
+            if hdr[3] != self._seq:
+                raise PacketError(f"packets out of order (got {hdr[3]}, expected {self._seq})")
+            self._seq = (self._seq + 1) & 0xFF
+            return await exactly(n)
+        finally:
+            raw.close()
+
     def _write(self, payload: bytes) -> None:
         self.writer.write(encode(payload, self._seq))
         self._seq = (self._seq + 1) & 0xFF
@@ -213,15 +247,17 @@ class MySQLSession(Decider):
         greeting = my.HandshakeV10(self.worker.mysql_version or lst.server_version,
                                    self.connection_id, nonce, offered,
                                    charset=45, status=2, auth_plugin=NATIVE)
+        transport: Any = self.writer.transport
+        transport.pause_reading()
         self._write(greeting.encode())
-        payload = await self._read()
+        payload = await self._read_first()
         resp = my.HandshakeResponse41.decode(payload)
-        if resp.is_ssl_request:
+        if not resp.is_ssl_request:
+            transport.resume_reading()
+        else:
             ctx = self.worker.mysql_tls
             if ctx is None:
                 raise LoginFailed(ER_HANDSHAKE, "08S01", "wiregate: TLS was not offered")
-            if self.reader._buffer:   # type: ignore[attr-defined]  # plaintext smuggled ahead
-                raise PacketError("unencrypted data after the SSL request")
             await self.writer.start_tls(ctx)
             self.tls = self.info.tls = True
             resp = my.HandshakeResponse41.decode(await self._read())
@@ -324,7 +360,14 @@ class MySQLSession(Decider):
         chosen = resp.auth_plugin or NATIVE
         token = resp.auth_response
         usable = plugins + ((CLEAR,) if self.tls and plugins else ())
-        if chosen not in usable:
+        if chosen in usable and chosen not in (NATIVE, CLEAR) and not token:
+            # A client set to the user's plugin (--default-auth) answers the greeting with
+            # nothing and waits for that plugin's own request, with a fresh nonce.
+            nonce = _nonce(32 if chosen == ED25519 else 20)
+            self._write(b"\xfe" + chosen.encode() + b"\0" + nonce
+                        + (b"" if chosen == ED25519 else b"\0"))
+            token = await self._read()
+        elif chosen not in usable:
             # Switch to a plugin the user has a stored form for; native first, as every
             # client speaks it.
             order = [p for p in (NATIVE, SHA2, ED25519) if p in plugins] or [NATIVE]
