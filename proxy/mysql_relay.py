@@ -56,6 +56,7 @@ _EXPECT = {
 }
 SERVER_STATUS_IN_TRANS = 0x0001
 LAST_PREPARED = 0xFFFFFFFF    # MariaDB: COM_STMT_EXECUTE of the statement prepared just before
+LARGE_STATEMENT = 256 * 1024  # judged off the event loop (see MySQLRelay._judge_aside)
 ER_NO_SUCH_THREAD = 1094
 ER_KILL_DENIED = 1095
 ER_NOT_ALLOWED_COMMAND = 1148
@@ -348,6 +349,9 @@ class MySQLRelay:
 
     def _judge(self, statement: Statement, raw: bytes, answer_seq: int,
                forward: list[bytes], expect: int) -> None:
+        if len(statement.sql) > LARGE_STATEMENT:
+            self._judge_aside(statement, raw, answer_seq, forward, expect)
+            return
         decision = self.session.decide(statement)
         if isinstance(decision, Hold):
             self._hold(statement, decision, raw, answer_seq, forward, expect)
@@ -375,6 +379,41 @@ class MySQLRelay:
         self._push(pending)
         forward.append(raw)
 
+    def _judge_aside(self, statement: Statement, raw: bytes, answer_seq: int,
+                     forward: list[bytes], expect: int) -> None:
+        """A statement of megabytes takes sqlglot seconds to parse: it is judged on a worker
+        thread while this session waits, so the event loop keeps serving the others."""
+        if forward:
+            self.server.write(b"".join(forward))
+            forward.clear()
+        self.held = True
+        self.client.pause_reading()
+        loop = asyncio.get_running_loop()
+
+        async def judge() -> None:
+            decision = await loop.run_in_executor(None, self.session.decide, statement)
+            if self.closed:
+                return
+            self.held = False
+            out: list[bytes] = []
+            if isinstance(decision, Hold):
+                self._hold(statement, decision, raw, answer_seq, out, expect)
+            else:
+                self._decided(statement, decision, raw, answer_seq, out, expect)
+                self._resume(out)
+
+        self.session.worker.spawn(judge())
+
+    def _resume(self, out: list[bytes]) -> None:
+        if out:
+            self.server.write(b"".join(out))
+        self.client.resume_reading()
+        if self.cbuf:
+            try:
+                self._commands()
+            except PacketError as exc:
+                self._fail(str(exc), upstream=False, errno=exc.errno)
+
     def _hold(self, statement: Statement, decision: Hold, raw: bytes, answer_seq: int,
               forward: list[bytes], expect: int) -> None:
         """Forward what came before; stop reading the client until the decision."""
@@ -390,14 +429,7 @@ class MySQLRelay:
             self.held = False
             out: list[bytes] = []
             self._decided(statement, result, raw, answer_seq, out, expect)
-            if out:
-                self.server.write(b"".join(out))
-            self.client.resume_reading()
-            if self.cbuf:
-                try:
-                    self._commands()
-                except PacketError as exc:
-                    self._fail(str(exc), upstream=False)
+            self._resume(out)
 
         self.session.hold(statement, decision, resume)
 
