@@ -65,6 +65,9 @@ SQL_TEXT_FUNCTIONS = frozenset({
 _RELATION_OBJECTS = frozenset({"table", "object", "foreign_table", "materialized_view",
                                "matview", "column", "tabconstraint", "sequence"})
 # Settings a read-only profile keeps to itself: changing them would undo the protection.
+# The profile's statement time limit, as each server names it (MariaDB's max_statement_time,
+# MySQL's max_execution_time).
+TIMEOUT_SETTINGS = frozenset({"statement_timeout", "max_statement_time", "max_execution_time"})
 READ_ONLY_SETTINGS = frozenset({
     "default_transaction_read_only", "transaction_read_only", "session_replication_role",
     "tx_read_only", "default_transaction_isolation_read_only",
@@ -255,7 +258,7 @@ class Guardrails:
             if s.name in ("transaction_read_only", "default_transaction_read_only") \
                     and _truthy(s.value):
                 continue  # BEGIN READ ONLY, SET TRANSACTION READ ONLY: asks for what we impose
-            if s.name in READ_ONLY_SETTINGS or (s.name == "statement_timeout"
+            if s.name in READ_ONLY_SETTINGS or (s.name in TIMEOUT_SETTINGS
                                                 and self.profile.statement_timeout_ms):
                 return Refusal(rule.id, "read_only", f"changing {s.name} is not allowed",
                                detail="the profile sets it for the session", hint=hint)

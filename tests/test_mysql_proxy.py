@@ -469,3 +469,17 @@ def test_a_huge_statement_is_judged_while_other_sessions_are_served(
     # judged on a worker thread the parse still shares the interpreter, so answers slow
     # down, but they come; on the event loop the other session waited for all of it
     assert done and worst < done[0] / 2, (worst, done)
+
+
+@pytest.mark.parametrize("sql", [
+    "SET SESSION TRANSACTION READ WRITE", "SET tx_read_only = 0",
+    "SET @@session.max_statement_time = 0", "SET STATEMENT max_statement_time = 0 FOR "
+    "SELECT 1", "START TRANSACTION READ WRITE",
+])
+def test_the_read_only_profile_cannot_be_undone(guarded: ThreadedProxy, sql: str) -> None:
+    with through(guarded.mysql_port, "readonly") as conn, conn.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError) as ei:
+            cur.execute(sql)
+        assert ei.value.args[0] == 1227 and "read-only" in ei.value.args[1]
+        cur.execute("SELECT @@tx_read_only, @@max_statement_time")
+        assert cur.fetchall() == ((1, 30.0),)
