@@ -1160,6 +1160,11 @@ def _analyze_statement(st: _Statement) -> Facts:
         return acc.facts("Replace", "write", st.text)
     if isinstance(tree, exp.Command):
         obj, at = _object_word(st)
+        if _kw(st.tokens[0]) in ("CREATE", "ALTER") and any(
+                t.token_type in (TokenType.SELECT, TokenType.WITH) for t in st.tokens):
+            # A query inside DDL sqlglot cannot read (CREATE TABLE t (…) WITH … SELECT): what
+            # it reads and copies is unknown.
+            raise Unparseable(f"{_kw(st.tokens[0])} with a query that cannot be read")
         if _kw(st.tokens[0]) in ("CREATE", "ALTER", "DROP") and obj:
             return _ddl_from_tokens(st, _Acc(), _kw(st.tokens[0]), obj, at)
         return acc.facts(f"Command:{str(tree.this).upper()}", "unknown", st.text)

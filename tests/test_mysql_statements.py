@@ -454,3 +454,11 @@ def test_unparseable(sql: str) -> None:
 
 def test_empty_text_has_no_statements() -> None:
     assert analyze("") == [] and analyze(" ; /* nothing */ ;") == []
+
+
+def test_ddl_with_a_query_sqlglot_cannot_read_is_refused() -> None:
+    """sqlglot falls back to an opaque Command for CREATE TABLE t (…) WITH … SELECT: read by
+    its words alone it would be a CREATE that reads nothing, so it is refused."""
+    with pytest.raises(Unparseable):
+        analyze("CREATE TABLE c2 (note TEXT) WITH d(k) AS (SELECT email FROM customers) "
+                "SELECT k FROM d")
