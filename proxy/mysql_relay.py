@@ -169,7 +169,10 @@ class MySQLRelay:
     def in_transaction(self) -> bool:
         return bool(self.status & SERVER_STATUS_IN_TRANS)
 
-    def close(self, final: bytes | None = None) -> None:
+    def close(self, final: bytes | None = None, linger: float = 0.0) -> None:
+        """Close both sides. ``linger``: the client may still be sending the command that
+        failed; its bytes are read and dropped for that long, so closing with unread data
+        (a reset) does not destroy the error before the client reads it."""
         if self.closed:
             return
         self.closed = True
@@ -179,7 +182,10 @@ class MySQLRelay:
             if not self.pending and not self.terminating:
                 self.server.write(encode(bytes([my.COM_QUIT]), 0))
             self.server.close()
-        self.client.close()
+        if linger > 0:
+            asyncio.get_running_loop().call_later(linger, self.client.close)
+        else:
+            self.client.close()
 
     def _fail(self, message: str, upstream: bool, errno: int = 2027) -> None:
         side = "upstream" if upstream else "client"
@@ -188,7 +194,8 @@ class MySQLRelay:
         text = f"wiregate: invalid data from {'the upstream server' if upstream else 'client'}"
         if not upstream:
             self.out_seq = self.error_seq   # the answer to the command that failed
-        self.close(my.ERR(errno, f"{text}: {message}", "08S01").encode())
+        self.close(my.ERR(errno, f"{text}: {message}", "08S01").encode(),
+                   linger=0.0 if upstream else 1.0)
 
     # -- client → server ------------------------------------------------------------------
 
@@ -550,6 +557,20 @@ class MySQLRelay:
             end = pos + 4 + n
             if end > size:
                 break
+            # An answer nobody rewrites: passed over whole, packets counted, not copied.
+            if head.transform is None and head.scrub is None and not head.internal \
+                    and buf[pos + 3] == self.out_seq:
+                stop, count = tracker.skip(buf, pos, size)
+                if count:
+                    self.out_seq = (self.out_seq + count) & 0xFF
+                    self.status = tracker.status
+                    pos = stop
+                    if tracker.done:
+                        self._answered(head, out, buf, run, pos)
+                        run = pos
+                        if self.closed:
+                            return
+                    continue
             # Rows that need nothing: the fast path.
             if tracker.phase == rs.ROWS_PHASE and not self.plan and not head.internal \
                     and buf[pos + 3] == self.out_seq and 0 < n < MAX_PACKET:

@@ -70,3 +70,36 @@ def test_any_server_bytes_are_understood_or_refused(expect: int, deprecate: bool
             with pytest.raises(PacketError):
                 t.feed(b"\x00")
             return
+
+
+@settings(max_examples=300, deadline=None)
+@given(deprecate=st.booleans(), rows=st.lists(st.binary(min_size=1, max_size=30), max_size=6),
+       more=st.booleans(), cut=st.integers(0, 400))
+def test_skip_agrees_with_feed(deprecate: bool, rows: list[bytes], more: bool, cut: int
+                               ) -> None:
+    """The relay's pass-over of answers nobody rewrites ends where feeding packet by packet
+    ends, with the same state, from any prefix of the bytes."""
+    from protocols.mysql.packets import encode
+
+    status = b"\x0a\x00" if more else b"\x02\x00"
+    end = b"\xfe\x00\x00" + status + (b"\x00\x00" if deprecate else b"")
+    payloads = [b"\x01", COLDEF] + ([] if deprecate else [EOF_MID]) + [
+        encode_text_row((r,)) for r in rows] + [end]
+    if more:
+        payloads.append(b"\x00\x00\x00\x02\x00\x00\x00")
+    data = b"".join(encode(p, i + 1) for i, p in enumerate(payloads))[:cut]
+    fed = rs.ResponseTracker(deprecate)
+    fed.start(rs.EXPECT_RESULT)
+    pos = count = 0
+    while len(data) - pos >= 4:
+        n = int.from_bytes(data[pos:pos + 3], "little")
+        if pos + 4 + n > len(data) or fed.done:
+            break
+        fed.feed(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+        count += 1
+    skipped = rs.ResponseTracker(deprecate)
+    skipped.start(rs.EXPECT_RESULT)
+    assert skipped.skip(data, 0, len(data)) == (pos, count)
+    assert (skipped.done, skipped.more, skipped.phase, skipped.status) == (
+        fed.done, fed.more, fed.phase, fed.status)

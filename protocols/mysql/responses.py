@@ -169,6 +169,54 @@ class ResponseTracker:
             return META_EOF
         return self._first(payload)
 
+    def skip(self, buf: bytes | bytearray, pos: int, size: int) -> tuple[int, int]:
+        """Advance over the whole packets from ``pos`` of an answer nobody rewrites (a result
+        set, a fetch, an OK), as ``feed`` would, without making a payload of each: (where it
+        stopped, how many packets it passed). It stops at anything ``feed`` should see (a
+        LOCAL INFILE request, a 16 MiB packet, a malformed one, a cursor's answer), and when
+        the answer is done."""
+        expect = self.expect
+        if self.done or self.cursor or expect not in (EXPECT_RESULT, EXPECT_FETCH, EXPECT_OK):
+            return pos, 0
+        deprecate = self.deprecate_eof
+        count = 0
+        while size - pos >= 4:
+            n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            end = pos + 4 + n
+            if n == 0 or n >= 0xFFFFFF or end > size:
+                break
+            first = buf[pos + 4]
+            phase = self.phase
+            if phase == _ROWS:
+                if first == 0xFF:
+                    self.phase, self.done, self.more = _DONE, True, False
+                elif first == 0xFE and (n < 9 or deprecate):
+                    self._finish(self._status_of_terminator(bytes(buf[pos + 4:end])))
+            elif phase == _COLUMNS:
+                self.column_index += 1
+                if self.column_index >= self.columns:
+                    self.phase = _ROWS if deprecate else _COLUMNS_EOF
+            elif phase == _COLUMNS_EOF:
+                if not (first == 0xFE and n < 9):
+                    break
+                self.phase = _ROWS
+            elif phase == _START:
+                if first == 0xFF:
+                    self.phase, self.done, self.more = _DONE, True, False
+                elif first == 0x00:
+                    self._finish(_ok_status(bytes(buf[pos + 4:end])))
+                elif expect == EXPECT_RESULT and first < 0xFB:
+                    self.columns, self.column_index, self.phase = first, 0, _COLUMNS
+                else:
+                    break    # a longer column count, LOCAL INFILE, or not an answer: feed
+            else:
+                break
+            pos = end
+            count += 1
+            if self.done:
+                break
+        return pos, count
+
     def _first(self, payload: bytes) -> int:
         first = payload[:1]
         expect = self.expect
