@@ -136,6 +136,9 @@ def _executable_comment(sql: str, i: int, server: _Server) -> tuple[bool, int] |
         # MySQL releases before 8.0.34 read five digits and run the sixth as text.
         raise Unparseable(f"executable comment version {digits!r} is read differently by "
                           "MySQL releases")
+    if server.mariadb and len(digits) == 5 and int(digits) >= 50700:
+        # MariaDB leaves MySQL 5.7+ versions (50700-99999) to MySQL: a plain comment to it.
+        return False, k
     included = not digits or int(digits) <= server.version
     return included, k
 

@@ -35,7 +35,7 @@ REFUSED = [
     ("DELETE FROM orders WHERE status = 'a' OR TRUE", "bounded-writes"),
     ("DELETE o FROM orders o JOIN payments p ON 1=1", "bounded-writes"),
     ("/*!DROP TABLE orders*/", "no-ddl"),
-    ("SELECT 1; /*!50700 DROP TABLE orders */", "no-ddl"),
+    ("SELECT 1; /*!50600 DROP TABLE orders */", "no-ddl"),
     ("/*M!100500 DROP TABLE orders */", "no-ddl"),
     ("TRUNCATE TABLE orders", "no-ddl"),
     ("RENAME TABLE orders TO orders_old", "no-ddl"),

@@ -27,7 +27,8 @@ def t(name: str, schema: str | None = None) -> Name:
 @pytest.mark.parametrize(("sql", "target", "kinds"), [
     ("/*!DROP TABLE t*/", {}, ["Drop"]),
     ("/*!DROP TABLE t*/", MYSQL8, ["Drop"]),
-    ("/*!50700 DROP TABLE t */", {}, ["Drop"]),
+    ("/*!50700 DROP TABLE t */", {}, []),        # MariaDB: a MySQL 5.7+ version, ignored
+    ("/*!50600 DROP TABLE t */", {}, ["Drop"]),
     ("/*!50700 DROP TABLE t */", MYSQL8, ["Drop"]),
     ("/*!50700 DROP TABLE t */", MYSQL56, []),
     ("/*!99999 DROP TABLE t */", MYSQL8, []),
@@ -462,3 +463,15 @@ def test_ddl_with_a_query_sqlglot_cannot_read_is_refused() -> None:
     with pytest.raises(Unparseable):
         analyze("CREATE TABLE c2 (note TEXT) WITH d(k) AS (SELECT email FROM customers) "
                 "SELECT k FROM d")
+
+
+@pytest.mark.parametrize(("version", "runs"), [
+    ("50100", True), ("50699", True), ("50700", False), ("80000", False), ("99999", False),
+    ("100000", True), ("101100", True), ("101200", False),
+])
+def test_mariadb_reads_versioned_comments_as_mariadb_10_11_does(version: str, runs: bool
+                                                                 ) -> None:
+    """As measured on MariaDB 10.11: versions 50700-99999 are MySQL's and ignored."""
+    text = expand_executable_comments(f"SELECT 1 /*!{version} + 1 */", server="mariadb",
+                                      version=(10, 11, 0))
+    assert ("+ 1" in text) is runs
