@@ -672,6 +672,41 @@ def _insert(node: exp.Insert, acc: _Acc, op: str) -> None:
     _collect(node, acc, skip=[target])
 
 
+# sql_mode flags that change how the server reads statement text (a double-quoted text
+# becomes a name, a backslash stops escaping): Wiregate reads with the defaults, so a session
+# must not switch to them (the proxy also takes them out of the session's starting sql_mode).
+LEXING_MODES = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "ANSI"})
+
+
+def _setting_hazard(name: str, value: str | None, rhs: exp.Expr | None, acc: _Acc) -> None:
+    """Settings that change how statements must be read, or switch a protection off."""
+    if name == "sql_mode":
+        if value is None and isinstance(rhs, exp.Var) and rhs.name.upper() == "DEFAULT":
+            raise Unparseable("sql_mode = DEFAULT may turn on ANSI_QUOTES or "
+                              "NO_BACKSLASH_ESCAPES, which change how statements are read")
+        if value is None and isinstance(rhs, exp.Concat | exp.DPipe):
+            # CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES'), as drivers send it: the session's
+            # own modes (kept free of the lexing ones) plus literal ones
+            parts = list(rhs.expressions) if isinstance(rhs, exp.Concat) else [
+                rhs.this, rhs.expression]
+            own = [p for p in parts if isinstance(p, exp.SessionParameter)
+                   and p.name.lower() == "sql_mode"]
+            literals = [_literal_text(p) for p in parts if p not in own]
+            if own and all(v is not None for v in literals):
+                value = ",".join(v for v in literals if v)
+        flags = {f.strip().upper() for f in (value or "").split(",")}
+        if value is None or value.strip().isdigit() or flags & LEXING_MODES:
+            raise Unparseable("sql_mode may only be set to a list of modes without "
+                              "ANSI_QUOTES, ANSI and NO_BACKSLASH_ESCAPES (they change how "
+                              "statements are read)")
+    elif name == "sql_log_bin":
+        # Writes kept out of the binary log: replicas and the audit trail never see them.
+        acc.privilege.append("SET sql_log_bin keeps writes out of the binary log")
+    elif name == "foreign_key_checks" and (value or "").strip().upper() not in ("1", "ON"):
+        acc.privilege.append("SET foreign_key_checks = 0 lets writes orphan rows and skip "
+                             "ON DELETE actions")
+
+
 def _setting_value(e: exp.Expr | None) -> str | None:
     if e is None:
         return None
@@ -729,6 +764,7 @@ def _set(node: exp.Set, acc: _Acc) -> Category:
         else:
             raise Unparseable("unrecognized SET target")
         value = _setting_value(rhs)
+        _setting_hazard(name, value, rhs, acc)
         acc.settings.append(Setting(name, value))
         _collect(rhs, acc)
         if scope in ("GLOBAL", "PERSIST", "PERSIST_ONLY"):

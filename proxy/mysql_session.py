@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from policies.decision import Policy, SessionInfo
 from policies.guard import GuardPolicy
 from policies.guardrails import Profile
+from policies.mysql_statements import LEXING_MODES
 from protocols.mysql import auth
 from protocols.mysql import messages as my
 from protocols.mysql.packets import MAX_PACKET, PacketError, encode
@@ -308,6 +309,8 @@ class MySQLSession(Decider):
         self.capabilities = caps & (up.capabilities | ~WIRE_FORMAT)
         self.setup = profile_setup(profile, up.greeting.server_version)
         try:
+            if isinstance(self.policy, GuardPolicy):
+                self.setup = await self._plain_lexing(up) + self.setup
             for sql in self.setup:
                 await asyncio.wait_for(query(up, sql), lst.connect_timeout)
         except (MySQLUpstreamError, TimeoutError) as exc:
@@ -329,6 +332,20 @@ class MySQLSession(Decider):
             "session": self.id, "user": self.info.user, "database": name,
             "client": self.client_addr, "tls": self.tls, "upstream_tls": up.tls,
             "protocol": "mysql", "application_name": self.info.application_name})
+
+    async def _plain_lexing(self, up: MySQLUpstreamConnection) -> list[str]:
+        """The guardrails read statements as the server does by default: a session whose
+        sql_mode has ANSI_QUOTES or NO_BACKSLASH_ESCAPES (from the server's global setting)
+        gets them taken out, or the server would read quotes and backslashes otherwise."""
+        rows = await asyncio.wait_for(query(up, "SELECT @@SESSION.sql_mode"),
+                                      self.listener.connect_timeout)
+        modes = (rows[0][0][0] or b"").decode() if rows and rows[0] else ""
+        kept = [m for m in modes.split(",") if m and m.upper() not in LEXING_MODES]
+        if len(kept) == len([m for m in modes.split(",") if m]):
+            return []
+        log.info("sql_mode without its lexing modes", extra={"session": self.id,
+                                                              "sql_mode": modes})
+        return [f"SET SESSION sql_mode = '{','.join(kept)}'"]
 
     def _profile(self) -> Profile | None:
         if not isinstance(self.policy, GuardPolicy):

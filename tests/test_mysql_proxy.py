@@ -483,3 +483,43 @@ def test_the_read_only_profile_cannot_be_undone(guarded: ThreadedProxy, sql: str
         assert ei.value.args[0] == 1227 and "read-only" in ei.value.args[1]
         cur.execute("SELECT @@tx_read_only, @@max_statement_time")
         assert cur.fetchall() == ((1, 30.0),)
+
+
+def test_sessions_never_read_quotes_or_backslashes_differently(mysql_proxy_factory: Any
+                                                               ) -> None:
+    """A server whose global sql_mode has ANSI_QUOTES and NO_BACKSLASH_ESCAPES reads text
+    differently from the guardrails: Wiregate takes those modes out of every session it opens,
+    again after COM_RESET_CONNECTION, and refuses turning them back on."""
+    import mysql.connector
+
+    from tests.mycluster import MyClusterError, start_cluster
+
+    try:
+        server = start_cluster(["--sql-mode=ANSI_QUOTES,NO_BACKSLASH_ESCAPES,STRICT_ALL_TABLES"])
+    except MyClusterError as exc:
+        pytest.skip(f"throwaway MariaDB server not available: {exc}")
+    try:
+        server.sql("CREATE DATABASE lex")
+        proxy = mysql_proxy_factory(
+            guardrails={"policy_file": POLICY},
+            upstream={"host": "127.0.0.1", "port": server.port, "user": "root",
+                      "dbname": "lex", "profile": "agent-rw"})
+        conn = mysql.connector.connect(host="127.0.0.1", port=proxy.mysql_port,
+                                       user=CLIENT_USER, password=CLIENT_PASSWORD,
+                                       database="test", use_pure=True)
+        try:
+            cur = conn.cursor()
+            for _ in range(2):
+                cur.execute("SELECT @@SESSION.sql_mode")
+                assert cur.fetchall() == [("STRICT_ALL_TABLES",)]
+                conn.cmd_reset_connection()
+                cur = conn.cursor()
+            for sql in ("SET sql_mode = 'ANSI_QUOTES'", "SET sql_mode = DEFAULT",
+                        "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1"):
+                with pytest.raises(mysql.connector.Error) as ei:
+                    cur.execute(sql)
+                assert ei.value.errno == 1064 and "sql_mode" in str(ei.value)
+        finally:
+            conn.close()
+    finally:
+        server.stop()

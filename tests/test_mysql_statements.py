@@ -475,3 +475,23 @@ def test_mariadb_reads_versioned_comments_as_mariadb_10_11_does(version: str, ru
     text = expand_executable_comments(f"SELECT 1 /*!{version} + 1 */", server="mariadb",
                                       version=(10, 11, 0))
     assert ("+ 1" in text) is runs
+
+
+@pytest.mark.parametrize("sql", [
+    "SET sql_mode = 'ANSI_QUOTES'", "SET SESSION sql_mode = 'STRICT_ALL_TABLES,ANSI'",
+    "SET @@sql_mode = 4", "SET sql_mode = @saved", "SET sql_mode = DEFAULT",
+    "SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
+    "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1",
+])
+def test_sql_modes_that_change_how_text_is_read_are_refused(sql: str) -> None:
+    with pytest.raises(Unparseable, match="sql_mode"):
+        analyze(sql)
+
+
+def test_sql_modes_that_keep_reading_as_is_pass_and_protections_stay_on() -> None:
+    assert one("SET sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')").category == \
+        "session"
+    assert one("SET sql_mode = 'STRICT_ALL_TABLES'").category == "session"
+    assert one("SET sql_log_bin = 0").privilege
+    assert one("SET SESSION foreign_key_checks = OFF").privilege
+    assert not one("SET foreign_key_checks = 1").privilege
