@@ -310,7 +310,9 @@ class Guardrails:
                 refusal = self._protected(rule, w, ctx)
                 if refusal is not None:
                     return refusal
-        if f.category == "ddl":
+        # CREATE OR REPLACE of an existing table drops it first (MariaDB's CREATE OR REPLACE
+        # TABLE): judged like the DROP it is.
+        if f.category == "ddl" or (f.category == "create" and f.or_replace):
             for rule in protected:
                 refusal = self._protected_ddl(rule, f, ctx)
                 if refusal is not None:
@@ -322,7 +324,7 @@ class Guardrails:
         whatever the profile says about DDL in general."""
         hint = rule.hint or "Protected tables are changed through migrations only."
         for kind, obj in f.objects:
-            if kind == "schema":
+            if kind in ("schema", "database"):    # MySQL: DROP DATABASE/SCHEMA
                 inside = [n for n in (ctx.catalog.relations if ctx.catalog else ())
                           if n.schema == obj.name]
                 for pattern in rule.tables:

@@ -211,3 +211,12 @@ def test_executable_comments_are_read_as_the_catalog_server_reads_them() -> None
     assert isinstance(refused, Deny) and refused.rule == "no-ddl"
     again = Catalog.from_json(catalog_of("mysql").to_json())
     assert (again.server, again.server_version) == ("mysql", (8, 0, 36))
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE OR REPLACE TABLE audit.log (id INT)", "DROP DATABASE audit", "DROP SCHEMA audit",
+])
+def test_replacing_or_dropping_what_holds_a_protected_table_is_refused(sql: str) -> None:
+    catalog = Catalog.build([RelationInfo(Name("audit", "log"))], [])
+    refusal = Guardrails(PROFILES["human"]).check(analyze(sql), Context(catalog, ("test",), "u"))
+    assert refusal is not None and refusal.rule == "protected-tables"
