@@ -675,7 +675,9 @@ def _insert(node: exp.Insert, acc: _Acc, op: str) -> None:
 # sql_mode flags that change how the server reads statement text (a double-quoted text
 # becomes a name, a backslash stops escaping): Wiregate reads with the defaults, so a session
 # must not switch to them (the proxy also takes them out of the session's starting sql_mode).
-LEXING_MODES = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "ANSI"})
+LEXING_MODES = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "ANSI",
+                          # combination modes that include ANSI_QUOTES
+                          "POSTGRESQL", "ORACLE", "DB2", "MSSQL", "MAXDB"})
 
 
 def _setting_hazard(name: str, value: str | None, rhs: exp.Expr | None, acc: _Acc) -> None:
@@ -1109,7 +1111,8 @@ def _set_statement(st: _Statement, acc: _Acc) -> Facts:
     settings = tuple(dataclasses.replace(s, local=True) for s in acc.settings)
     return dataclasses.replace(inner, kind="SetStatement", text=st.text,
                                settings=settings + inner.settings,
-                               calls=tuple(acc.calls) + inner.calls)
+                               calls=tuple(acc.calls) + inner.calls,
+                               privilege=tuple(acc.privilege) + inner.privilege)
 
 
 def _by_tokens(st: _Statement, acc: _Acc) -> Facts | None:

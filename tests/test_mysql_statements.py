@@ -482,6 +482,7 @@ def test_mariadb_reads_versioned_comments_as_mariadb_10_11_does(version: str, ru
     "SET @@sql_mode = 4", "SET sql_mode = @saved", "SET sql_mode = DEFAULT",
     "SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
     "SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1",
+    "SET sql_mode = 'POSTGRESQL'", "SET sql_mode = 'STRICT_ALL_TABLES,oracle'",
 ])
 def test_sql_modes_that_change_how_text_is_read_are_refused(sql: str) -> None:
     with pytest.raises(Unparseable, match="sql_mode"):
@@ -495,3 +496,4 @@ def test_sql_modes_that_keep_reading_as_is_pass_and_protections_stay_on() -> Non
     assert one("SET sql_log_bin = 0").privilege
     assert one("SET SESSION foreign_key_checks = OFF").privilege
     assert not one("SET foreign_key_checks = 1").privilege
+    assert one("SET STATEMENT foreign_key_checks = 0 FOR DELETE FROM t WHERE id = 1").privilege
