@@ -40,7 +40,7 @@ from policies.decision import (
     SessionInfo,
     Statement,
 )
-from policies.facts import Call, Facts, Name, Setting, Unparseable
+from policies.facts import Call, Facts, Name, Setting, Unparseable, kind_words
 from policies.guardrails import Context, Guardrails, Profile, Refusal
 from policies.lineage import (
     ANY_MASKED,
@@ -448,6 +448,10 @@ class GuardPolicy:
             return verdict
         verdict = self.verdict(facts, state.guard, ctx)
         if verdict.refusal is None and state.profile.masking is not None:
+            moved = self._moves_masked(facts, state.profile.masking, ctx)
+            if moved is not None:
+                verdict = _Verdict(moved, (), False)
+        if verdict.refusal is None and state.profile.masking is not None:
             masked: Refusal | ResultTransform | None
             scrub: MessageScrub | None = None
             if self.dialect == "mysql":
@@ -686,6 +690,25 @@ class GuardPolicy:
         return Refusal(MASKING_RULE, "masking", f"the statement copies {what} into {where}, "
                        "where it would be read back unmasked",
                        hint="Masked columns may be filtered and joined on, not copied.")
+
+    def _moves_masked(self, facts: list[Facts], masking: MaskingPolicy,
+                      ctx: Context) -> Refusal | None:
+        """DDL on a table holding masked columns (renaming it or a column, changing a column,
+        adding a generated column over one) can move masked values to a name the policy does
+        not list, where they would be read back unmasked. Dropping destroys, never moves."""
+        catalog = ctx.catalog
+        for f in facts:
+            if f.category != "ddl" or f.kind.startswith("Drop"):
+                continue
+            for kind, obj in f.objects:
+                if kind not in ("table", "column", "view", "materialized view"):
+                    continue
+                if catalog is None or self._holds_masked(obj, catalog, ctx, masking):
+                    return Refusal(MASKING_RULE, "masking", f"{kind_words(f.kind)} of {obj}, "
+                                   "which holds masked columns, could move them out of the "
+                                   "masking policy", hint="Schema changes to masked tables "
+                                   "go through migrations, not through Wiregate.")
+        return None
 
     def _touches_masked(self, facts: list[Facts], masking: MaskingPolicy | None,
                         ctx: Context) -> bool:

@@ -401,3 +401,33 @@ def test_one_chunk_switching_from_plain_to_masked_statements(world: tuple[str, i
         client.close()
     assert _rows_of(first) == [(b"Jane Roe",), (b"j***@example.com", b"************4242")]
     assert _rows_of(later) == [(b"j***@example.org", b"************4444")]
+
+
+@pytest.mark.parametrize("ddl", [
+    "ALTER TABLE {s}.customers RENAME COLUMN email TO contact",
+    "ALTER TABLE {s}.customers RENAME TO customers_old",
+    "ALTER TABLE {s}.customers ALTER COLUMN ssn TYPE varchar(20)",
+])
+def test_ddl_that_could_move_masked_columns_is_refused(world: tuple[str, int], ddl: str,
+                                                       proxy_factory: Any,
+                                                       tmp_path: Path) -> None:
+    """Under a profile that only masks (DDL otherwise allowed): the masking follows table
+    and column names, so renaming one would let it read back unmasked."""
+    schema, _ = world
+    policy = tmp_path / "masking-only.toml"
+    policy.write_text(f"""
+[profiles.masker.masking]
+default_strategy = "redact"
+[[profiles.masker.masking.column]]
+columns = ["{schema}.customers.email", "{schema}.customers.ssn"]
+strategy = "redact"
+""")
+    port = proxy_factory(guardrails={"policy_file": str(policy)},
+                         upstream={"profile": "masker"}).port
+    with psycopg.connect(client_dsn(port), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
+            conn.execute(ddl.format(s=schema))
+        assert "wiregate.masking" in str(ei.value)
+        conn.execute(f"ALTER TABLE {schema}.notes RENAME COLUMN body TO text")  # not masked
+        rows = conn.execute(f"SELECT email FROM {schema}.customers ORDER BY id").fetchall()
+    assert rows == [("****",), ("****",)]

@@ -1339,11 +1339,6 @@ def _session(w: World, *sqls: str) -> list[Any]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="DDL under a masking-only profile moves masked data "
-                   "out from under the policy: the masking follows table and column names, "
-                   "and RENAME TABLE / ALTER TABLE ... RENAME COLUMN / CHANGE are allowed, so "
-                   "the renamed column reads back raw (fix: refuse DDL that renames or "
-                   "redefines a masked table or column, or carry the masking to the new name)")
 @pytest.mark.parametrize("ddl,read", [
     ("RENAME TABLE customers TO customers_old", "SELECT email, ssn FROM customers_old"),
     ("ALTER TABLE customers RENAME TO customers_old", "SELECT email FROM customers_old"),
