@@ -137,6 +137,7 @@ class MySQLRelay:
         self.columns: list[bytes] = []    # the current result's column definitions
         self.plan: dict[int, Callable[[bytes | None], bytes | None]] = {}
         self.row_plan: RowPlan | None = None     # the text-row walk's form of ``plan``
+        self.planned = False
         self.types: list[int] = []
         self.type_bytes = b""
         self.bytes_up = 0
@@ -511,9 +512,7 @@ class MySQLRelay:
                 continue
             self.out_seq = head.seq
             self.tracker.start(head.expect, head.cursor)
-            self.columns = []
-            self.plan = {}
-            self.row_plan = None
+            self._next_result()
             if head.expect == rs.EXPECT_FETCH and head.stmt is not None:
                 self.types = head.stmt.types
                 self.type_bytes = bytes(self.types)
@@ -557,14 +556,22 @@ class MySQLRelay:
             end = pos + 4 + n
             if end > size:
                 break
-            # An answer nobody rewrites: passed over whole, packets counted, not copied.
-            if head.transform is None and head.scrub is None and not head.internal \
-                    and buf[pos + 3] == self.out_seq:
-                stop, count = tracker.skip(buf, pos, size)
+            # Packets nobody rewrites are passed over, counted, not copied. For an answer whose
+            # rows are rewritten, the pass stops at rows, errors and each result's end.
+            if not head.internal and buf[pos + 3] == self.out_seq:
+                watch = head.transform is not None or head.scrub is not None
+                defs = self.columns if watch else None
+                stop, count = tracker.skip(buf, pos, size, defs)
                 if count:
                     self.out_seq = (self.out_seq + count) & 0xFF
                     self.status = tracker.status
                     pos = stop
+                    if watch:
+                        if len(defs or ()) == tracker.columns and self.row_plan is None \
+                                and not self.planned and tracker.phase == rs.ROWS_PHASE:
+                            self._plan(head)
+                        if tracker.more and tracker.phase != rs.ROWS_PHASE:
+                            self._next_result()
                     if tracker.done:
                         self._answered(head, out, buf, run, pos)
                         run = pos
@@ -708,9 +715,7 @@ class MySQLRelay:
         if event in (rs.OK, rs.END):
             self.status = tracker.status
             if tracker.more:
-                self.columns = []
-                self.plan = {}
-                self.row_plan = None
+                self._next_result()
             return None
         if event == rs.PREPARED:
             stmt = _Prepared(head.prepare_sql, head.transform, head.scrub)
@@ -727,12 +732,23 @@ class MySQLRelay:
         return None
 
     def _column(self, head: _Pending, payload: bytes) -> None:
-        """Collect a result's column definitions; with the last one, plan the rewrite. A
-        prepared statement executed again with the same definitions keeps its plan."""
+        """Collect a result's column definitions; with the last one, plan the rewrite."""
+        self.columns.append(payload)
+        if len(self.columns) == self.tracker.columns:
+            self._plan(head)
+
+    def _next_result(self) -> None:
+        """Another result set follows in the same answer: planned afresh."""
+        self.columns = []
+        self.plan = {}
+        self.row_plan = None
+        self.planned = False
+
+    def _plan(self, head: _Pending) -> None:
+        """The rewrite of a result's rows, from its column definitions. A prepared statement
+        executed again with the same definitions keeps its plan."""
+        self.planned = True
         defs = self.columns
-        defs.append(payload)
-        if len(defs) < self.tracker.columns:
-            return
         stmt = head.stmt
         if stmt is not None and stmt.defs == defs:
             self.types, self.plan, self.row_plan = stmt.types, stmt.plan, stmt.row_plan

@@ -103,3 +103,24 @@ def test_skip_agrees_with_feed(deprecate: bool, rows: list[bytes], more: bool, c
     assert skipped.skip(data, 0, len(data)) == (pos, count)
     assert (skipped.done, skipped.more, skipped.phase, skipped.status) == (
         fed.done, fed.more, fed.phase, fed.status)
+
+
+@pytest.mark.parametrize("deprecate", [False, True])
+def test_watching_skip_collects_definitions_and_stops_where_the_relay_must_act(
+        deprecate: bool) -> None:
+    from protocols.mysql.packets import encode
+
+    end_more = b"\xfe\x00\x00\x0a\x00" + (b"\x00\x00" if deprecate else b"")
+    payloads = [b"\x01", COLDEF] + ([] if deprecate else [EOF_MID]) + [
+        encode_text_row((b"x",)), end_more, b"\xff\x7a\x04#HY000no"]
+    data = b"".join(encode(p, i + 1) for i, p in enumerate(payloads))
+    t = rs.ResponseTracker(deprecate)
+    t.start(rs.EXPECT_RESULT)
+    defs: list[bytes] = []
+    pos, count = t.skip(data, 0, len(data), defs)
+    assert defs == [COLDEF] and t.phase == rs.ROWS_PHASE       # stopped before the row
+    assert count == (2 if deprecate else 3)
+    row = 4 + len(encode_text_row((b"x",)))
+    pos, count = t.skip(data, pos + row, len(data), defs)       # the caller took the row
+    assert count == 1 and t.more                                # stopped after the end
+    assert t.skip(data, pos, len(data), defs) == (pos, 0)       # and before the ERR

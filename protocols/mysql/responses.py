@@ -169,16 +169,21 @@ class ResponseTracker:
             return META_EOF
         return self._first(payload)
 
-    def skip(self, buf: bytes | bytearray, pos: int, size: int) -> tuple[int, int]:
-        """Advance over the whole packets from ``pos`` of an answer nobody rewrites (a result
-        set, a fetch, an OK), as ``feed`` would, without making a payload of each: (where it
-        stopped, how many packets it passed). It stops at anything ``feed`` should see (a
-        LOCAL INFILE request, a 16 MiB packet, a malformed one, a cursor's answer), and when
-        the answer is done."""
+    def skip(self, buf: bytes | bytearray, pos: int, size: int,
+             defs: list[bytes] | None = None) -> tuple[int, int]:
+        """Advance over the whole packets from ``pos`` of an answer, as ``feed`` would,
+        without making a payload of each: (where it stopped, how many packets it passed).
+        It stops at anything ``feed`` should see (a LOCAL INFILE request, a 16 MiB packet, a
+        malformed one, a cursor's answer), and when the answer is done.
+
+        With ``defs`` (an answer whose rows are rewritten) the column definitions are
+        appended to it, and it also stops before a row, before an ERR, and after the end of
+        each result set, so the caller can plan, rewrite and scrub."""
         expect = self.expect
         if self.done or self.cursor or expect not in (EXPECT_RESULT, EXPECT_FETCH, EXPECT_OK):
             return pos, 0
         deprecate = self.deprecate_eof
+        watch = defs is not None
         count = 0
         while size - pos >= 4:
             n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
@@ -187,13 +192,21 @@ class ResponseTracker:
                 break
             first = buf[pos + 4]
             phase = self.phase
+            ended = False
+            if first == 0xFF and watch:
+                break
             if phase == _ROWS:
                 if first == 0xFF:
                     self.phase, self.done, self.more = _DONE, True, False
                 elif first == 0xFE and (n < 9 or deprecate):
                     self._finish(self._status_of_terminator(bytes(buf[pos + 4:end])))
+                    ended = True
+                elif watch:
+                    break
             elif phase == _COLUMNS:
                 self.column_index += 1
+                if defs is not None:
+                    defs.append(bytes(buf[pos + 4:end]))
                 if self.column_index >= self.columns:
                     self.phase = _ROWS if deprecate else _COLUMNS_EOF
             elif phase == _COLUMNS_EOF:
@@ -205,6 +218,7 @@ class ResponseTracker:
                     self.phase, self.done, self.more = _DONE, True, False
                 elif first == 0x00:
                     self._finish(_ok_status(bytes(buf[pos + 4:end])))
+                    ended = True
                 elif expect == EXPECT_RESULT and first < 0xFB:
                     self.columns, self.column_index, self.phase = first, 0, _COLUMNS
                 else:
@@ -213,7 +227,7 @@ class ResponseTracker:
                 break
             pos = end
             count += 1
-            if self.done:
+            if self.done or (ended and watch):
                 break
         return pos, count
 
