@@ -698,6 +698,15 @@ class GuardPolicy:
         not list, where they would be read back unmasked. Dropping destroys, never moves."""
         catalog = ctx.catalog
         for f in facts:
+            for call in f.calls:
+                # A procedure that may write can copy masked columns anywhere; what it does
+                # is not in the statement text.
+                found = catalog.routines_named(call.name, ctx.path()) if catalog else []
+                if call.procedure and not (found and all(r.read_only for r in found)):
+                    return Refusal(MASKING_RULE, "masking", f"CALL of {call.name}, which may "
+                                   "write, could copy masked columns where they would be "
+                                   "read back unmasked", hint="Procedures that only read are "
+                                   "allowed; ask for a read-only one.")
             if f.category != "ddl" or f.kind.startswith("Drop"):
                 continue
             for kind, obj in f.objects:

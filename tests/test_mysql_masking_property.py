@@ -1353,11 +1353,6 @@ def test_ddl_renaming_a_masked_column_keeps_it_masked(fresh: World, ddl: str,
     assert_no_leak(out, f"{ddl}; {read}")
 
 
-@pytest.mark.xfail(strict=True, reason="CALL of an existing procedure that copies masked "
-                   "columns into a clean table: Wiregate cannot see into the procedure and "
-                   "lets the CALL run; the copy then reads back raw (fix: in masking profiles "
-                   "refuse CALL of routines whose body reads masked columns, or every CALL "
-                   "that writes)")
 def test_a_procedure_copying_masked_values_is_refused(fresh: World) -> None:
     _session(fresh, "CALL archive_contacts()")
     assert not stored_leaks(fresh), stored_leaks(fresh)
