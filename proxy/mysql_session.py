@@ -459,9 +459,10 @@ class MySQLSession(Decider):
         due = self.last_activity + timeout
         now = time.monotonic()
         if now >= due and self.relay is not None and self.relay.idle:
+            # Closed without a packet, as the server does at wait_timeout: an idle client is
+            # not reading, and whatever it reads next must answer its next command.
             log.info("idle timeout", extra={"session": self.id})
-            self.close(my.ERR(4031, "wiregate: the client was disconnected for being "
-                              "inactive (idle_timeout)", "HY000").encode())
+            self.close()
             return
         self._idle_handle = asyncio.get_running_loop().call_later(max(due - now, 1.0),
                                                                   self._arm_idle)
@@ -476,7 +477,7 @@ class MySQLSession(Decider):
     def _close_if_idle(self) -> None:
         relay = self.relay
         if relay is not None and relay.idle and not relay.in_transaction:
-            self.close(my.ERR(1053, "wiregate: server shutdown in progress", "08S01").encode())
+            self.close()   # between commands: nothing is owed to the client
 
     def close(self, final: bytes | None = None) -> None:
         """Close both sides; ``final`` (an ERR payload) goes to the client when the

@@ -523,3 +523,21 @@ def test_sessions_never_read_quotes_or_backslashes_differently(mysql_proxy_facto
             conn.close()
     finally:
         server.stop()
+
+
+def test_idle_sessions_are_closed_as_wait_timeout_closes_them(
+        mysql_proxy_factory: Any, mysql: MySQLTarget) -> None:
+    """idle_timeout closes an idle session as the server's wait_timeout does: without a
+    packet, so the client reads a lost connection, not an answer out of sequence."""
+    import time
+
+    proxy = mysql_proxy_factory(idle_timeout=1.0)
+    idle = through(proxy.mysql_port)
+    time.sleep(2.4)
+    with pytest.raises(pymysql.err.OperationalError) as ei:
+        with idle.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert ei.value.args[0] in (2006, 2013)
+    with through(proxy.mysql_port) as fresh, fresh.cursor() as cur:   # the proxy serves on
+        cur.execute("SELECT 3")
+        assert cur.fetchall() == ((3,),)
