@@ -62,7 +62,6 @@ ER_KILL_DENIED = 1095
 ER_NOT_ALLOWED_COMMAND = 1148
 ER_SPECIFIC_ACCESS_DENIED = 1227
 ER_UNKNOWN_COM = 1047
-ER_UNKNOWN_STMT_HANDLER = 1243
 
 
 def err_packet(errno: int, sqlstate: str, message: str, seq: int) -> bytes:
