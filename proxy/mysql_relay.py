@@ -204,15 +204,21 @@ class MySQLRelay:
             return
         self.bytes_up += len(data)
         self.session.touch()
-        self.cbuf += data
-        if not self.held:
-            try:
-                self._commands()
-            except PacketError as exc:
-                self._fail(str(exc), upstream=False, errno=exc.errno)
+        if self.held or self.cbuf:
+            self.cbuf += data
+            if self.held:
+                return
+            buf: bytes | bytearray = self.cbuf
+        else:
+            buf = data       # the usual case, whole commands in one chunk: no copy
+        try:
+            self._commands(buf)
+        except PacketError as exc:
+            self._fail(str(exc), upstream=False, errno=exc.errno)
 
-    def _commands(self) -> None:
-        buf = self.cbuf
+    def _commands(self, buf: bytes | bytearray | None = None) -> None:
+        if buf is None:
+            buf = self.cbuf
         pos = 0
         forward: list[bytes] = []
         size = len(buf)
@@ -247,7 +253,7 @@ class MySQLRelay:
             if not payload:
                 raise PacketError("empty command packet")
             self._command(payload, raw, seq, forward)
-        del buf[:pos]
+        self._keep(buf, pos, client=True)
         if forward and not self.closed:
             self.server.write(b"".join(forward))
 
@@ -526,15 +532,28 @@ class MySQLRelay:
     def server_data(self, data: bytes) -> None:
         if self.closed:
             return
-        buf = self.sbuf
-        buf += data
+        if self.sbuf:
+            self.sbuf += data
+            buf: bytes | bytearray = self.sbuf
+        else:
+            buf = data       # answers that end in the chunk: passed on without a copy
         try:
-            self._answers()
+            self._answers(buf)
         except PacketError as exc:
             self._fail(str(exc), upstream=True)
 
-    def _answers(self) -> None:
-        buf = self.sbuf
+    def _keep(self, buf: bytes | bytearray, pos: int, client: bool) -> None:
+        """What is left of a chunk after ``pos`` waits for the rest of its packet."""
+        kept = self.cbuf if client else self.sbuf
+        if buf is kept:
+            del kept[:pos]
+        elif pos < len(buf):
+            if client:
+                self.cbuf = bytearray(buf[pos:])
+            else:
+                self.sbuf = bytearray(buf[pos:])
+
+    def _answers(self, buf: bytes | bytearray) -> None:
         size = len(buf)
         pos = 0
         out: list[bytes] = []
@@ -653,13 +672,13 @@ class MySQLRelay:
                     return
         if run < pos:
             out.append(bytes(buf[run:pos]))
-        del buf[:pos]
+        self._keep(buf, pos, client=False)
         if out:
             data = b"".join(out)
             self.bytes_down += len(data)
             self.client.write(data)
 
-    def _answered(self, head: _Pending, out: list[bytes], buf: bytearray, run: int,
+    def _answered(self, head: _Pending, out: list[bytes], buf: bytes | bytearray, run: int,
                   pos: int) -> None:
         """The head's answer is complete: flush it and move on to the next."""
         if run < pos:
