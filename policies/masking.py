@@ -22,7 +22,7 @@ from policies import detectors
 from policies.decision import CellRewrite, Column
 from policies.detectors import DETECTORS
 from policies.lineage import ANY_MASKED, Output
-from protocols.postgres import rows
+from protocols import cells
 
 StrategyName = Literal["null", "redact", "partial", "email", "hash", "fake"]
 STRATEGIES: tuple[StrategyName, ...] = ("null", "redact", "partial", "email", "hash", "fake")
@@ -192,7 +192,7 @@ class TextCell:
         self.mask = mask
         self.memo: dict[bytes, bytes | None] = {}
         # The same rewrite as bytes for an ASCII value, done by the row walk without a call
-        # (protocols/postgres/rows.py; checked equal to mask() in the tests).
+        # (protocols/cells.py; checked equal to mask() in the tests).
         self.spec = spec
         self.decode = decode
         self.encode = encode
@@ -219,11 +219,11 @@ def _text_cell(strategy: Strategy) -> CellRewrite:
 
 def byte_spec(strategy: Strategy) -> tuple[int, int, int, bytes] | None:
     if strategy.name == "partial":
-        return (rows.STAR_ALNUM, strategy.keep_first, strategy.keep_last, b"")
+        return (cells.STAR_ALNUM, strategy.keep_first, strategy.keep_last, b"")
     if strategy.name == "email":
-        return (rows.EMAIL, 0, 0, strategy.token.encode())
+        return (cells.EMAIL, 0, 0, strategy.token.encode())
     if strategy.name == "redact":
-        return (rows.CONSTANT, 0, 0, strategy.token.encode())
+        return (cells.CONSTANT, 0, 0, strategy.token.encode())
     return None
 
 

@@ -149,17 +149,23 @@ class MySQLRelay:
 
     # -- wiring -----------------------------------------------------------------------------
 
-    def attach(self, client_buffered: bytes, server_buffered: bytes) -> None:
-        self.client.set_protocol(_ClientSide(self))
-        self.server.set_protocol(_ServerSide(self))
-        self.client.set_write_buffer_limits(high=HIGH_WATER)
-        self.server.set_write_buffer_limits(high=HIGH_WATER)
-        self.client.resume_reading()
-        self.server.resume_reading()
-        if server_buffered:
-            self.server_data(server_buffered)
-        if client_buffered:
-            self.client_data(client_buffered)
+    @property
+    def holding(self) -> bool:
+        return self.held
+
+    def client_lost(self) -> None:
+        if not self.closed:
+            self.terminating = True
+            self.close()
+        self.session.finished()
+
+    def server_lost(self) -> None:
+        if self.terminating:
+            self.close()
+            return
+        log.warning("upstream connection lost", extra={"session": self.session.id})
+        self.close(my.ERR(2013, "wiregate: lost connection to the upstream server",
+                          "08S01").encode() if self.pending else None)
 
     @property
     def idle(self) -> bool:
@@ -810,62 +816,3 @@ def _kill_target(sql: str) -> tuple[bool, int] | str | None:
     if len(rest) == 1 and rest[0].isdigit():
         return query_only, int(rest[0])
     return "only KILL [QUERY] <connection id> of the same login's sessions is allowed"
-
-
-class _ClientSide(asyncio.Protocol):
-    __slots__ = ("relay",)
-
-    def __init__(self, relay: MySQLRelay) -> None:
-        self.relay = relay
-
-    def data_received(self, data: bytes) -> None:
-        self.relay.client_data(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        relay = self.relay
-        if not relay.closed:
-            relay.terminating = True
-            relay.close()
-        relay.session.finished()
-
-    def pause_writing(self) -> None:
-        self.relay.server.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.relay.closed:
-            self.relay.server.resume_reading()
-
-
-class _ServerSide(asyncio.Protocol):
-    __slots__ = ("relay",)
-
-    def __init__(self, relay: MySQLRelay) -> None:
-        self.relay = relay
-
-    def data_received(self, data: bytes) -> None:
-        self.relay.server_data(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        relay = self.relay
-        if relay.closed:
-            return
-        if relay.terminating:
-            relay.close()
-            return
-        log.warning("upstream connection lost", extra={"session": relay.session.id})
-        relay.close(my.ERR(2013, "wiregate: lost connection to the upstream server",
-                           "08S01").encode() if relay.pending else None)
-
-    def pause_writing(self) -> None:
-        if not self.relay.held:
-            self.relay.client.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.relay.closed and not self.relay.held:
-            self.relay.client.resume_reading()

@@ -27,9 +27,10 @@ from policies.mysql_statements import LEXING_MODES
 from protocols.mysql import auth
 from protocols.mysql import messages as my
 from protocols.mysql.packets import MAX_PACKET, PacketError, encode
+from proxy import sides
 from proxy.catalog import CatalogCache, CatalogError
 from proxy.config import ClientUser, MySQLListener, Upstream
-from proxy.mysql_relay import MySQLRelay
+from proxy.mysql_relay import HIGH_WATER, MySQLRelay
 from proxy.mysql_upstream import MySQLUpstreamConnection, MySQLUpstreamError, connect, query
 from proxy.session import Approver, Decider, _session_ids
 from proxy.upstream import set_keepalive
@@ -161,14 +162,17 @@ class MySQLSession(Decider):
     # -- startup-phase packet I/O --------------------------------------------------------------
 
     async def _read(self) -> bytes:
-        hdr = await self.reader.readexactly(4)
+        return await self.reader.readexactly(self._header(await self.reader.readexactly(4)))
+
+    def _header(self, hdr: bytes) -> int:
+        """A login packet's length, after checking it and its sequence id."""
         n = int.from_bytes(hdr[:3], "little")
         if n >= MAX_PACKET or n > MAX_LOGIN_PACKET:
             raise PacketError("login packet too large", errno=ER_HANDSHAKE)
         if hdr[3] != self._seq:
             raise PacketError(f"packets out of order (got {hdr[3]}, expected {self._seq})")
         self._seq = (self._seq + 1) & 0xFF
-        return await self.reader.readexactly(n)
+        return n
 
     async def _read_first(self) -> bytes:
         """The client's first packet, read from the socket exactly (reading is paused): after
@@ -192,14 +196,7 @@ class MySQLSession(Decider):
             return out
 
         try:
-            hdr = await exactly(4)
-            n = int.from_bytes(hdr[:3], "little")
-            if n >= MAX_PACKET or n > MAX_LOGIN_PACKET:
-                raise PacketError("login packet too large", errno=ER_HANDSHAKE)
-            if hdr[3] != self._seq:
-                raise PacketError(f"packets out of order (got {hdr[3]}, expected {self._seq})")
-            self._seq = (self._seq + 1) & 0xFF
-            return await exactly(n)
+            return await exactly(self._header(await exactly(4)))
         finally:
             raw.close()
 
@@ -443,7 +440,8 @@ class MySQLSession(Decider):
         server_t: Any = self.up.writer.transport
         relay = MySQLRelay(self, client_t, server_t)
         self.relay = relay
-        relay.attach(_take_buffered(self.reader), _take_buffered(self.up.reader))
+        sides.attach(relay, _take_buffered(self.reader), _take_buffered(self.up.reader),
+                     HIGH_WATER)
         if self.worker.shutting_down:
             self.begin_shutdown()
         if self.listener.idle_timeout > 0:

@@ -613,6 +613,24 @@ class Relay:
         self.client.pause_reading()
         self.session.hold(stmt, decision, self._resume)
 
+    @property
+    def holding(self) -> bool:
+        return self.held is not None
+
+    def client_lost(self) -> None:
+        if not self.closed:
+            self.session.close()
+        self.session.finished()
+
+    def server_lost(self) -> None:
+        if self.terminating:  # the client said goodbye; the server closing is the answer
+            self.session.close()
+        else:
+            log.warning("upstream connection lost", extra={"session": self.session.id})
+            self.session.close(m.error(
+                "08006", "wiregate: connection to the upstream server was lost",
+                severity="FATAL"))
+
     def cancel_hold(self) -> None:
         """A cancel request while a statement waits for approval refuses that statement."""
         self._resume(Deny("57014", "canceling statement due to user request",

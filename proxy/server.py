@@ -56,6 +56,13 @@ def server_tls_context(listener: PostgresListener | MySQLListener) -> ssl.SSLCon
     return ctx
 
 
+def _no_delay(writer: asyncio.StreamWriter) -> None:
+    """Queries are small and answered at once: no Nagle delay on TCP sockets."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(info[0], socket.SOCK_STREAM)
@@ -317,12 +324,17 @@ class Worker:
     # -- serving ---------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _no_delay(writer)
         assert self.listener is not None
         session = Session(self, self.listener, self.policy, self.approver, reader, writer)
         self.all_sessions.add(session)
+        await self._run(session, self.unregister)
+
+    @staticmethod
+    async def _run(session: Session | MySQLSession,
+                   unregister: Callable[[Any], None]) -> None:
+        """A session's login and relay; one that fails is closed and logged, never the
+        worker's problem. Until the relay owns it, the session is unregistered here."""
         try:
             await session.run()
         except Exception:
@@ -330,24 +342,15 @@ class Worker:
             session.close()
         finally:
             if session.relay is None:
-                self.unregister(session)
+                unregister(session)
 
     async def _handle_mysql(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _no_delay(writer)
         assert self.mysql_listener is not None
         session = MySQLSession(self, self.mysql_listener, self.mysql_policy, self.approver,
                                self.mysql_catalogs, reader, writer)
-        try:
-            await session.run()
-        except Exception:
-            log.exception("session failed", extra={"session": session.id})
-            session.close()
-        finally:
-            if session.relay is None:
-                self.unregister_mysql(session)
+        await self._run(session, self.unregister_mysql)
 
     async def start(self, sock: socket.socket | None = None,
                     mysql_sock: socket.socket | None = None) -> None:

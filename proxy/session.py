@@ -21,6 +21,7 @@ from policies.guard import GuardPolicy, StartupRefused
 from protocols.postgres import messages as m
 from protocols.postgres.framing import StartupFramer
 from protocols.postgres.scram import MECHANISM, ScramError, ScramServer, parse_verifier
+from proxy import sides
 from proxy.catalog import CatalogCache, CatalogError
 from proxy.config import ClientUser, PostgresListener, Upstream
 from proxy.relay import HIGH_WATER, Relay
@@ -425,19 +426,9 @@ class Session(Decider):
         relay = Relay(self, client_t, server_t,
                       bool(getattr(self.policy, "tracks_results", False)))
         self.relay = relay
-        client_t.set_protocol(_ClientSide(relay))
-        server_t.set_protocol(_ServerSide(relay))
-        client_t.set_write_buffer_limits(high=HIGH_WATER)
-        server_t.set_write_buffer_limits(high=HIGH_WATER)
         # Bytes the stream readers buffered before the switch belong to the relay now.
-        up_buf = _take_buffered(self.up.reader)
-        cl_buf = _take_buffered(self.reader)
-        client_t.resume_reading()
-        server_t.resume_reading()
-        if up_buf:
-            relay.server_data(up_buf)
-        if cl_buf:
-            relay.client_data(cl_buf)
+        sides.attach(relay, _take_buffered(self.reader), _take_buffered(self.up.reader),
+                     HIGH_WATER)
         if self.worker.shutting_down:
             self.begin_shutdown()
         if self.listener.idle_timeout > 0:
@@ -478,62 +469,3 @@ class Session(Decider):
             "bytes_from_client": relay.bytes_up if relay else 0,
             "bytes_to_client": relay.bytes_down if relay else 0,
             "denied": self.denials})
-
-
-class _ClientSide(asyncio.Protocol):
-    __slots__ = ("relay",)
-
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-
-    def data_received(self, data: bytes) -> None:
-        self.relay.client_data(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        relay = self.relay
-        if not relay.closed:
-            relay.session.close()
-        relay.session.finished()
-
-    def pause_writing(self) -> None:
-        self.relay.server.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.relay.closed:
-            self.relay.server.resume_reading()
-
-
-class _ServerSide(asyncio.Protocol):
-    __slots__ = ("relay",)
-
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-
-    def data_received(self, data: bytes) -> None:
-        self.relay.server_data(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        relay = self.relay
-        if relay.closed:
-            return
-        if relay.terminating:  # the client said goodbye; the server closing is the answer
-            relay.session.close()
-        else:
-            log.warning("upstream connection lost", extra={"session": relay.session.id})
-            relay.session.close(m.error(
-                "08006", "wiregate: connection to the upstream server was lost",
-                severity="FATAL"))
-
-    def pause_writing(self) -> None:
-        if self.relay.held is None:
-            self.relay.client.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.relay.closed and self.relay.held is None:
-            self.relay.client.resume_reading()

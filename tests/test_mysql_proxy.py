@@ -289,38 +289,48 @@ def test_local_infile_is_refused(mysql_proxy_factory: Any, table: str) -> None:
         assert cur.fetchall() == ((3,),)
 
 
-def test_kill_reaches_only_the_same_logins_sessions(mysql_proxy_factory: Any) -> None:
+def killed_sleep(victim: Any, kill: Callable[[], None]) -> tuple[float, list[Any]]:
+    """SELECT SLEEP(20) on ``victim`` in a thread, ``kill`` called half a second in: how
+    long the sleep took, and what it returned (its rows, or the error number)."""
     import threading
     import time
 
+    result: list[Any] = []
+
+    def sleep() -> None:
+        with victim.cursor() as cur:
+            try:
+                cur.execute("SELECT SLEEP(20)")
+                result.append(cur.fetchall())
+            except pymysql.err.MySQLError as exc:
+                result.append(exc.args[0])
+
+    t = threading.Thread(target=sleep)
+    started = time.monotonic()
+    t.start()
+    time.sleep(0.5)
+    kill()
+    t.join(15)
+    return time.monotonic() - started, result
+
+
+def test_kill_reaches_only_the_same_logins_sessions(mysql_proxy_factory: Any) -> None:
     proxy = mysql_proxy_factory()
     victim = through(proxy.mysql_port)
     killer = through(proxy.mysql_port)
     try:
-        result: list[Any] = []
+        def kill() -> None:
+            with killer.cursor() as cur:
+                with pytest.raises(pymysql.err.MySQLError) as ei:
+                    cur.execute("KILL 99999")
+                assert ei.value.args[0] == 1094
+                with pytest.raises(pymysql.err.MySQLError) as ei:
+                    cur.execute("KILL USER root")
+                assert ei.value.args[0] == 1227
+                cur.execute(f"KILL QUERY {victim.thread_id()}")
 
-        def sleep() -> None:
-            with victim.cursor() as cur:
-                try:
-                    cur.execute("SELECT SLEEP(20)")
-                    result.append(cur.fetchall())
-                except pymysql.err.MySQLError as exc:
-                    result.append(exc.args[0])
-
-        t = threading.Thread(target=sleep)
-        started = time.monotonic()
-        t.start()
-        time.sleep(0.5)
-        with killer.cursor() as cur:
-            with pytest.raises(pymysql.err.MySQLError) as ei:
-                cur.execute("KILL 99999")
-            assert ei.value.args[0] == 1094
-            with pytest.raises(pymysql.err.MySQLError) as ei:
-                cur.execute("KILL USER root")
-            assert ei.value.args[0] == 1227
-            cur.execute(f"KILL QUERY {victim.thread_id()}")
-        t.join(10)
-        assert time.monotonic() - started < 10
+        took, result = killed_sleep(victim, kill)
+        assert took < 10
         assert result in ([((1,),)], [1317])   # interrupted: SLEEP returns 1, or 1317
         with victim.cursor() as cur:        # the victim's session goes on
             cur.execute("SELECT 5")
@@ -353,8 +363,6 @@ def test_err_packet_layout() -> None:
 def test_kill_reaches_a_session_on_another_worker(mysql: MySQLTarget, tmp_path: Any) -> None:
     """With two worker processes the killing connection may land on the other one (the
     mariadb client's Ctrl-C opens a new connection): the owner worker does the KILL."""
-    import threading
-    import time
 
     from tests.conftest import ProxyProcess, free_port, mysql_config_dict, to_toml
 
@@ -372,24 +380,12 @@ def test_kill_reaches_a_session_on_another_worker(mysql: MySQLTarget, tmp_path: 
                 victim, killer = by_worker[0], by_worker[1]
                 break
         assert victim is not None and killer is not None, "the kernel used one worker only"
-        result: list[Any] = []
+        def kill() -> None:
+            with killer.cursor() as cur:
+                cur.execute(f"KILL QUERY {victim.thread_id()}")
 
-        def sleep() -> None:
-            with victim.cursor() as cur:
-                try:
-                    cur.execute("SELECT SLEEP(20)")
-                    result.append(cur.fetchall())
-                except pymysql.err.MySQLError as exc:
-                    result.append(exc.args[0])
-
-        t = threading.Thread(target=sleep)
-        started = time.monotonic()
-        t.start()
-        time.sleep(0.5)
-        with killer.cursor() as cur:
-            cur.execute(f"KILL QUERY {victim.thread_id()}")
-        t.join(15)
-        assert time.monotonic() - started < 10
+        took, result = killed_sleep(victim, kill)
+        assert took < 10
         assert result in ([((1,),)], [1317])
         for c in conns:
             c.close()

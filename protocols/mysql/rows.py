@@ -9,35 +9,13 @@ fallback where no compiler was available at install time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
+from protocols.cells import Rewrite, RowPlan, Spec
 from protocols.mysql.binary import rewrite_binary_row
 from protocols.mysql.messages import lenenc_bytes, lenenc_int_at
 from protocols.mysql.packets import MAX_PACKET, PacketError
 
-Rewrite = Callable[[bytes | None], bytes | None]
-Spec = tuple[int, int, int, bytes]
-
-
-class RowPlan:
-    """The planned cells in the form the walk wants: increasing indexes, each with its
-    rewrite, its memo, its byte-level spec (protocols.postgres.rows: STAR_ALNUM, EMAIL,
-    CONSTANT) and the most bytes a spec's result may take (0: no bound)."""
-
-    __slots__ = ("columns", "rewrites", "memos", "specs", "limits")
-
-    def __init__(self, plan: Mapping[int, Rewrite]) -> None:
-        order = sorted(plan)
-        self.columns = tuple(order)
-        self.rewrites = tuple(plan[i] for i in order)
-        self.memos = tuple(getattr(plan[i], "memo", None) for i in order)
-        self.specs: tuple[Spec | None, ...] = tuple(getattr(plan[i], "spec", None)
-                                                    for i in order)
-        self.limits = tuple(int(getattr(plan[i], "limit", 0) or 0) for i in order)
-
-    def __bool__(self) -> bool:
-        return bool(self.columns)
-
+__all__ = ["RowPlan", "py_rewrite_binary_rows", "py_rewrite_text_rows", "rewrite_binary_rows",
+           "rewrite_text_rows"]
 
 def py_rewrite_text_rows(data: bytes | bytearray, start: int, seq: int,
                          columns: tuple[int, ...], rewrites: tuple[Rewrite, ...],

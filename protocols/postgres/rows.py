@@ -10,42 +10,14 @@ the fallback where no compiler was available at install time.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
 
+from protocols.cells import Rewrite, RowPlan, Spec
 from protocols.postgres.messages import ProtocolViolation
 
-Rewrite = Callable[[bytes | None], bytes | None]
+__all__ = ["RowPlan", "py_rewrite_rows", "py_row_run_end", "rewrite_rows", "row_run_end"]
 
 _H = struct.Struct("!h")
 _I = struct.Struct("!i")
-
-
-# Byte-level rewrites the C walk applies itself to an ASCII value (a rewrite announces one
-# as its ``spec`` attribute: (op, keep_first, keep_last, token)); they must give exactly
-# what the rewrite's own call gives for that value. Other values go to the call.
-STAR_ALNUM = 1   # ASCII letters and digits become "*" but the first/last ones kept
-EMAIL = 2        # first character of the local part, "***@", the domain; else the token
-CONSTANT = 3     # the token, for any non-NULL value
-Spec = tuple[int, int, int, bytes]
-
-
-class RowPlan:
-    """The planned cells of a result, in the form the row walk wants: increasing column
-    indexes, each with its rewrite, its memo of values and its byte-level spec (when the
-    rewrite has them)."""
-
-    __slots__ = ("columns", "rewrites", "memos", "specs")
-
-    def __init__(self, plan: Mapping[int, Rewrite]) -> None:
-        order = sorted(plan)
-        self.columns = tuple(order)
-        self.rewrites = tuple(plan[i] for i in order)
-        self.memos = tuple(getattr(plan[i], "memo", None) for i in order)
-        self.specs: tuple[Spec | None, ...] = tuple(getattr(plan[i], "spec", None)
-                                                    for i in order)
-
-    def __bool__(self) -> bool:
-        return bool(self.columns)
 
 
 def py_row_run_end(data: bytes, pos: int, limit: int) -> int:
