@@ -14,7 +14,8 @@ SRC    := protocols policies proxy
 venv: $(STAMP)
 
 # Reinstall only when the dependency list changes; the editable install picks up code edits.
-$(STAMP): pyproject.toml protocols/postgres/_rows.c protocols/mysql/_rows.c protocols/_cells.h
+$(STAMP): pyproject.toml protocols/postgres/_rows.c protocols/mysql/_rows.c \
+		protocols/mysql/_answers.c protocols/_cells.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,fast]'
 	touch $@

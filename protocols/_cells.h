@@ -55,29 +55,33 @@ typedef struct {
 
 static inline int is_alnum(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+    return ((unsigned)(c - '0') < 10u) | ((unsigned)((c | 0x20) - 'a') < 26u);
 }
 
 static int all_ascii(const unsigned char *v, Py_ssize_t n)
 {
+    unsigned char acc = 0;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (v[i] & 0x80)
-            return 0;
-    return 1;
+        acc |= v[i];
+    return !(acc & 0x80);
 }
 
 /* The rewritten cell as a new bytes object, or NULL with no error set when the spec does not
- * apply (the caller then asks Python). */
+ * apply (the caller then asks Python). The loops are branch-free: this runs for every masked
+ * cell of a bulk read. */
 static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t n)
 {
     if (spec->op == SPEC_CONSTANT)
         return PyBytes_FromStringAndSize(spec->token, spec->token_len);
-    if (!all_ascii(v, n))
-        return NULL;
     if (spec->op == SPEC_STAR_ALNUM) {
         Py_ssize_t total = 0;
-        for (Py_ssize_t i = 0; i < n; i++)
+        unsigned char acc = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            acc |= v[i];
             total += is_alnum(v[i]);
+        }
+        if (acc & 0x80)
+            return NULL;
         long first = spec->keep_first, last = spec->keep_last;
         if (first < 0)
             first = 0;
@@ -88,23 +92,26 @@ static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t
         Py_ssize_t kept_first = first < total ? first : total;
         Py_ssize_t last_from = total - last > 0 ? total - last : 0;
         Py_ssize_t kept = kept_first + (total - (last_from > kept_first ? last_from : kept_first));
-        int keep_none = total > 0 && kept >= total;
+        /* bytes [from, to) have their letters and digits starred; before and after, kept */
+        Py_ssize_t from = 0, to = n;
+        if (!(total > 0 && kept >= total)) {
+            for (Py_ssize_t c = 0; c < kept_first; from++)
+                c += is_alnum(v[from]);
+            for (Py_ssize_t c = 0, want = total - last_from; c < want;)
+                c += is_alnum(v[--to]);
+        }
         PyObject *out = PyBytes_FromStringAndSize(NULL, n);
         if (out == NULL)
             return NULL;
-        char *o = PyBytes_AS_STRING(out);
-        Py_ssize_t k = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (is_alnum(v[i])) {
-                int keep = !keep_none && (k < kept_first || (last > 0 && k >= last_from));
-                o[i] = keep ? (char)v[i] : '*';
-                k++;
-            } else {
-                o[i] = (char)v[i];
-            }
-        }
+        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+        memcpy(o, v, (size_t)from);
+        for (Py_ssize_t i = from; i < to; i++)
+            o[i] = is_alnum(v[i]) ? '*' : v[i];
+        memcpy(o + to, v + to, (size_t)(n - to));
         return out;
     }
+    if (!all_ascii(v, n))
+        return NULL;
     if (spec->op == SPEC_EMAIL) {
         Py_ssize_t at = -1;
         for (Py_ssize_t i = n - 1; i >= 0; i--)
@@ -152,13 +159,22 @@ static PyObject *bad(const char *what)
 }
 
 /* The planned cell's new value, a new reference to bytes or None, or NULL with an error set.
- * v/n is the cell (n == -1: NULL). The column's memo is asked first, then its spec for an
- * ASCII value (a spec result longer than `limit` bytes, when limit > 0, is left to the
- * callable, which knows how to cut it), then the callable. */
+ * v/n is the cell (n == -1: NULL). The column's spec goes first for an ASCII value (it gives
+ * what the callable would, so the memo, a cache of the callable, is not asked); a spec result
+ * longer than `limit` bytes, when limit > 0, is left to the callable, which knows how to cut
+ * it. Otherwise the memo, then the callable. */
 static PyObject *rewrite_cell(const unsigned char *v, Py_ssize_t n, PyObject *memo,
                               const Spec *spec, PyObject *fn, Py_ssize_t limit)
 {
     PyObject *value, *got = NULL;
+    if (n >= 0 && spec->op != SPEC_NONE) {
+        got = apply_spec(spec, v, n);
+        if (got == NULL && PyErr_Occurred())
+            return NULL;
+        if (got != NULL && (limit <= 0 || PyBytes_GET_SIZE(got) <= limit))
+            return got;
+        Py_CLEAR(got);
+    }
     if (n == -1) {
         value = Py_NewRef(Py_None);
     } else {
@@ -173,15 +189,6 @@ static PyObject *rewrite_cell(const unsigned char *v, Py_ssize_t n, PyObject *me
                 Py_DECREF(value);
                 return NULL;
             }
-        }
-        if (got == NULL && spec->op != SPEC_NONE) {
-            got = apply_spec(spec, v, n);
-            if (got == NULL && PyErr_Occurred()) {
-                Py_DECREF(value);
-                return NULL;
-            }
-            if (got != NULL && limit > 0 && PyBytes_GET_SIZE(got) > limit)
-                Py_CLEAR(got);
         }
     }
     if (got == NULL)

@@ -565,6 +565,7 @@ class MySQLRelay:
         out: list[bytes] = []
         run = 0                      # start of bytes passed through unchanged
         tracker = self.tracker
+        skip = rs.skip
         while True:
             if not self.pending:
                 if pos < size:
@@ -585,7 +586,7 @@ class MySQLRelay:
             if not head.internal and buf[pos + 3] == self.out_seq:
                 watch = head.transform is not None or head.scrub is not None
                 defs = self.columns if watch else None
-                stop, count = tracker.skip(buf, pos, size, defs)
+                stop, count = skip(tracker, buf, pos, size, defs)
                 if count:
                     self.out_seq = (self.out_seq + count) & 0xFF
                     self.status = tracker.status

@@ -124,3 +124,80 @@ def test_watching_skip_collects_definitions_and_stops_where_the_relay_must_act(
     pos, count = t.skip(data, pos + row, len(data), defs)       # the caller took the row
     assert count == 1 and t.more                                # stopped after the end
     assert t.skip(data, pos, len(data), defs) == (pos, 0)       # and before the ERR
+
+
+def _state(t: rs.ResponseTracker) -> tuple[object, ...]:
+    return (t.done, t.more, t.phase, t.status, t.columns, t.column_index)
+
+
+# Packets a server sends in answers (and some it should not): the walk in C must stop where the
+# reference stops and leave the tracker as the reference leaves it, on any sequence of them.
+_answer_packets = st.sampled_from([
+    b"\x01", b"\x02", b"\x03", b"\xfb", b"\xfc\x01\x01", COLDEF, EOF_MID, OK_END,
+    b"\xfe\x00\x00\x0a\x00", b"\xfe\x00\x00\x0a\x00\x00\x00", b"\xfe\x00\x00\x42\x00",
+    b"\x00\x01\x00\x02\x00\x00\x00", b"\x00\x00\x00\x0a\x00\x00\x00", b"\x00\xfc\x01",
+    b"\x00\xfe\x01\x02", b"\xff\x7a\x04#HY000no", encode_text_row((b"x",)),
+    encode_text_row((None, b"y" * 300)), b"\x00\x00\x05abcde", b"\xfe" + b"\x00" * 9,
+])
+
+
+_terminators = st.sampled_from([EOF_MID, OK_END, b"\xfe\x00\x00\x0a\x00",
+                                b"\xfe\x00\x00\x0a\x00\x00\x00", b"\xfe\x00\x00\x42\x00",
+                                b"\xfe" + b"\x00" * 9, b"\xfe\x00\x00\x02\x00\x00\x00\x00",
+                                b"\xfe\xfc\x01"])
+
+
+@st.composite
+def _answers(draw: st.DrawFn) -> list[bytes]:
+    """A result set's packets as a server sends them, give or take a packet."""
+    columns = draw(st.integers(1, 3))
+    out = [bytes([columns]), *[COLDEF] * columns]
+    if draw(st.booleans()):
+        out.append(draw(_terminators))
+    out += draw(st.lists(_answer_packets, max_size=3))
+    out.append(draw(_terminators))
+    if draw(st.booleans()):
+        out += draw(st.lists(_answer_packets, max_size=3))
+    if draw(st.booleans()) and out:
+        out.insert(draw(st.integers(0, len(out) - 1)), draw(_answer_packets))
+    return out
+
+
+@pytest.mark.skipif(rs.c_skip is None, reason="the C walk was not built")
+@settings(max_examples=800, deadline=None)
+@given(payloads=st.one_of(_answers(), st.lists(_answer_packets, max_size=14)),
+       deprecate=st.booleans(),
+       expect=st.sampled_from([rs.EXPECT_RESULT, rs.EXPECT_FETCH, rs.EXPECT_OK,
+                               rs.EXPECT_PREPARE]),
+       cursor=st.booleans(), watch=st.booleans(), start=st.integers(0, 6),
+       cut=st.integers(0, 40))
+def test_the_c_walk_is_the_reference_walk(payloads: list[bytes], deprecate: bool, expect: int,
+                                          cursor: bool, watch: bool, start: int,
+                                          cut: int) -> None:
+    from protocols.mysql.packets import encode
+
+    data = b"".join(encode(p, i + 1) for i, p in enumerate(payloads))
+    data = data[:max(0, len(data) - cut)]
+    pos = 0
+    for _ in range(min(start, len(payloads))):      # start inside the answer, not at 0
+        pos += 4 + int.from_bytes(data[pos:pos + 3], "little") if len(data) - pos >= 4 else 0
+    pos = min(pos, len(data))
+    trackers = [rs.ResponseTracker(deprecate), rs.ResponseTracker(deprecate)]
+    results: list[object] = []
+    for walk, t in zip((rs.ResponseTracker.skip, rs.c_skip), trackers, strict=True):
+        t.start(expect, cursor and expect == rs.EXPECT_RESULT)
+        defs: list[bytes] | None = [] if watch else None
+        steps: list[object] = []
+        at = pos
+        for _ in range(8):            # as the relay does: again from where it stopped
+            try:
+                at2, count = walk(t, data, at, len(data), defs)
+            except PacketError as exc:
+                steps.append(("error", str(exc)))
+                break
+            steps.append((at2, count, _state(t)))
+            if count == 0:
+                break
+            at = at2
+        results.append((steps, defs))
+    assert results[0] == results[1]

@@ -11,6 +11,7 @@ anything else. Both EOF modes are handled (``CLIENT_DEPRECATE_EOF``).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from protocols.mysql.messages import SERVER_MORE_RESULTS_EXISTS, lenenc_int_at
 from protocols.mysql.packets import PacketError
@@ -178,7 +179,10 @@ class ResponseTracker:
 
         With ``defs`` (an answer whose rows are rewritten) the column definitions are
         appended to it, and it also stops before a row, before an ERR, and after the end of
-        each result set, so the caller can plan, rewrite and scrub."""
+        each result set, so the caller can plan, rewrite and scrub.
+
+        This is the reference: relays call the module's ``skip``, the same walk in C when
+        ``_answers.c`` was built."""
         expect = self.expect
         if self.done or self.cursor or expect not in (EXPECT_RESULT, EXPECT_FETCH, EXPECT_OK):
             return pos, 0
@@ -280,3 +284,12 @@ def _ok_status(payload: bytes) -> int:
         return 0
     status: int = _H.unpack_from(payload, pos)[0]
     return status
+
+
+try:
+    from protocols.mysql._answers import skip as c_skip
+except ImportError:   # built without a compiler: the reference walk
+    c_skip = None
+
+skip: Callable[[ResponseTracker, bytes | bytearray, int, int, list[bytes] | None],
+               tuple[int, int]] = c_skip or ResponseTracker.skip
