@@ -44,10 +44,11 @@ def attach(relay: Sided, client_buffered: bytes, server_buffered: bytes,
 
 
 class ClientSide(asyncio.Protocol):
-    __slots__ = ("relay",)
-
     def __init__(self, relay: Sided) -> None:
         self.relay = relay
+        # The relay's own method: the event loop keeps the data_received it finds when the
+        # protocol is set, so each chunk costs one Python call, not two.
+        self.data_received = relay.client_data  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
         self.relay.client_data(data)
@@ -67,10 +68,9 @@ class ClientSide(asyncio.Protocol):
 
 
 class ServerSide(asyncio.Protocol):
-    __slots__ = ("relay",)
-
     def __init__(self, relay: Sided) -> None:
         self.relay = relay
+        self.data_received = relay.server_data  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
         self.relay.server_data(data)
