@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ _EXPECT = {
     my.COM_STATISTICS: rs.EXPECT_STRING, my.COM_FIELD_LIST: rs.EXPECT_FIELDS,
 }
 SERVER_STATUS_IN_TRANS = 0x0001
+_U32 = struct.Struct("<I")
 LAST_PREPARED = 0xFFFFFFFF    # MariaDB: COM_STMT_EXECUTE of the statement prepared just before
 LARGE_STATEMENT = 256 * 1024  # judged off the event loop (see MySQLRelay._judge_aside)
 ER_NO_SUCH_THREAD = 1094
@@ -291,7 +293,7 @@ class MySQLRelay:
         if cmd == my.COM_STMT_EXECUTE or cmd == my.COM_STMT_FETCH:
             if len(payload) < 5:
                 raise PacketError("statement command too short")
-            stmt_id = int.from_bytes(payload[1:5], "little")
+            stmt_id = _U32.unpack_from(payload, 1)[0]
             if stmt_id == LAST_PREPARED:
                 stmt_id = self.last_prepared
             stmt = self.prepared.get(stmt_id)
@@ -583,6 +585,7 @@ class MySQLRelay:
                 break
             # Packets nobody rewrites are passed over, counted, not copied. For an answer whose
             # rows are rewritten, the pass stops at rows, errors and each result's end.
+            moved = False      # passed over up to the rows to rewrite, which come next
             if not head.internal and buf[pos + 3] == self.out_seq:
                 watch = head.transform is not None or head.scrub is not None
                 defs = self.columns if watch else None
@@ -602,7 +605,9 @@ class MySQLRelay:
                         run = pos
                         if self.closed:
                             return
-                    continue
+                    if tracker.done or self.row_plan is None:
+                        continue
+                    moved = True
             # Rows that need nothing: the fast path.
             if tracker.phase == rs.ROWS_PHASE and not self.plan and not head.internal \
                     and buf[pos + 3] == self.out_seq and 0 < n < MAX_PACKET:
@@ -633,6 +638,8 @@ class MySQLRelay:
                     self.out_seq = seq
                     run = pos = stop
                     continue
+            if moved:          # the packet at pos is not a row: the loop reads it afresh
+                continue
             if n == MAX_PACKET:
                 parts = [bytes(buf[pos + 4:end])]
                 scan = end
