@@ -97,6 +97,7 @@ class _Prepared:
     plan: dict[int, Callable[[bytes | None], bytes | None]] = field(default_factory=dict)
     defs: list[bytes] = field(default_factory=list)   # the column definitions planned for
     row_plan: RowPlan | None = None
+    execution: _Pending | None = None   # what its plain executions wait as, made once
 
 
 @dataclass(slots=True)
@@ -147,6 +148,7 @@ class MySQLRelay:
         self.max_packet = session.listener.max_packet_size
         self.tracker_error = False        # Wiregate's own command failed upstream
         self.error_seq = 1                # where an error about the client's command goes
+        self._rewritten = b""             # the rows _rows rewrote last
         self._last_server_seq = 0
 
     # -- wiring -----------------------------------------------------------------------------
@@ -227,8 +229,13 @@ class MySQLRelay:
                 if stmt is not None:
                     seq = (data[3] + 1) & 0xFF
                     self.error_seq = seq
-                    self._push(_Pending(rs.EXPECT_RESULT, seq, stmt.transform, stmt.scrub,
-                                        binary=True, cursor=bool(data[9] & 0x07), stmt=stmt))
+                    cursor = bool(data[9] & 0x07)
+                    wait = stmt.execution
+                    if wait is None or wait.seq != seq or wait.cursor != cursor:
+                        wait = stmt.execution = _Pending(
+                            rs.EXPECT_RESULT, seq, stmt.transform, stmt.scrub, binary=True,
+                            cursor=cursor, stmt=stmt)
+                    self._push(wait)
                     self.server.write(data)
                     return
             buf = data       # the usual case, whole commands in one chunk: no copy
@@ -563,23 +570,35 @@ class MySQLRelay:
                 self._answers(data)   # answers that end in the chunk: passed on without a copy
                 return
             head = pending[0]
-            if head.transform is not None or head.scrub is not None or head.internal:
+            if head.internal:
                 self._answers(data)
                 return
-            # The commonest answer of all: one the client waits for alone, nobody rewrites,
-            # whole in the chunk. It is walked in one call and passed on as it came.
+            # The commonest answers: one the client waits for alone, whole in the chunk. Its
+            # packets are passed over in one call and it goes on as it came, or with its rows
+            # rewritten in a second; wherever this stops short, the general walk goes on.
             tracker = self.tracker
-            stop, count = rs.skip(tracker, data, 0, len(data), None)
+            watch = head.transform is not None or head.scrub is not None
+            stop, count = rs.skip(tracker, data, 0, len(data), self.columns if watch else None)
             if not count:
                 self._answers(data)
                 return
-            self.out_seq = (self.out_seq + count) & 0xFF
-            self.status = tracker.status
+            self._passed(head, count, watch)
+            run = 0
+            out: list[bytes] = []
+            if watch and not tracker.done and tracker.phase == rs.ROWS_PHASE \
+                    and self.row_plan is not None:
+                rows_end = self._rows(head, data, stop, self.row_plan)
+                if rows_end > stop:
+                    out.append(data[:stop])
+                    out.append(self._rewritten)
+                    run = rows_end
+                    stop, count = rs.skip(tracker, data, rows_end, len(data), self.columns)
+                    if count:
+                        self._passed(head, count, watch)
             if not tracker.done:
-                self._answers(data, stop)
-            elif stop < len(data):
-                out: list[bytes] = []
-                self._answered(head, out, data, 0, stop)
+                self._answers(data, stop, run, out)
+            elif stop < len(data) or out:
+                self._answered(head, out, data, run, stop)
                 if not self.closed:
                     self._answers(data, stop, stop, out)
             else:
@@ -634,15 +653,8 @@ class MySQLRelay:
                 defs = self.columns if watch else None
                 stop, count = skip(tracker, buf, pos, size, defs)
                 if count:
-                    self.out_seq = (self.out_seq + count) & 0xFF
-                    self.status = tracker.status
                     pos = stop
-                    if watch:
-                        if len(defs or ()) == tracker.columns and self.row_plan is None \
-                                and not self.planned and tracker.phase == rs.ROWS_PHASE:
-                            self._plan(head)
-                        if tracker.more and tracker.phase != rs.ROWS_PHASE:
-                            self._next_result()
+                    self._passed(head, count, watch)
                     if tracker.done:
                         self._answered(head, out, buf, run, pos)
                         run = pos
@@ -662,23 +674,11 @@ class MySQLRelay:
             # Rows to rewrite: the whole run of them in one call (C when built).
             plan = self.row_plan
             if plan is not None and tracker.phase == rs.ROWS_PHASE and not head.internal:
-                try:
-                    if head.binary:
-                        rows, stop, seq = rewrite_binary_rows(
-                            buf, pos, self.out_seq, self.type_bytes, plan.columns,
-                            plan.rewrites, plan.memos, plan.specs, plan.limits,
-                            tracker.deprecate_eof)
-                    else:
-                        rows, stop, seq = rewrite_text_rows(
-                            buf, pos, self.out_seq, plan.columns, plan.rewrites, plan.memos,
-                            plan.specs, plan.limits, tracker.deprecate_eof)
-                except ValueError as exc:
-                    raise PacketError(str(exc), errno=2027) from None
+                stop = self._rows(head, buf, pos, plan)
                 if stop > pos:
                     if run < pos:
                         out.append(bytes(buf[run:pos]))
-                    out.append(rows)
-                    self.out_seq = seq
+                    out.append(self._rewritten)
                     run = pos = stop
                     continue
             if moved:          # the packet at pos is not a row: the loop reads it afresh
@@ -734,6 +734,38 @@ class MySQLRelay:
             data = b"".join(out)
             self.bytes_down += len(data)
             self.client.write(data)
+
+    def _passed(self, head: _Pending, count: int, watch: bool) -> None:
+        """``count`` packets of the head's answer were passed over: the sequence ids and
+        status follow them, and a watched answer's rows are planned once their column
+        definitions are all in."""
+        tracker = self.tracker
+        self.out_seq = (self.out_seq + count) & 0xFF
+        self.status = tracker.status
+        if watch:
+            if len(self.columns) == tracker.columns and self.row_plan is None \
+                    and not self.planned and tracker.phase == rs.ROWS_PHASE:
+                self._plan(head)
+            if tracker.more and tracker.phase != rs.ROWS_PHASE:
+                self._next_result()
+
+    def _rows(self, head: _Pending, buf: bytes | bytearray, pos: int, plan: RowPlan) -> int:
+        """Rewrite the run of whole row packets from ``pos`` (C when built): where the run
+        ends, its new bytes in ``_rewritten``."""
+        try:
+            if head.binary:
+                rows, stop, seq = rewrite_binary_rows(
+                    buf, pos, self.out_seq, self.type_bytes, plan.columns, plan.rewrites,
+                    plan.memos, plan.specs, plan.limits, self.tracker.deprecate_eof)
+            else:
+                rows, stop, seq = rewrite_text_rows(
+                    buf, pos, self.out_seq, plan.columns, plan.rewrites, plan.memos,
+                    plan.specs, plan.limits, self.tracker.deprecate_eof)
+        except ValueError as exc:
+            raise PacketError(str(exc), errno=2027) from None
+        self._rewritten = rows
+        self.out_seq = seq
+        return int(stop)
 
     def _answered(self, head: _Pending, out: list[bytes], buf: bytes | bytearray, run: int,
                   pos: int) -> None:
@@ -799,6 +831,8 @@ class MySQLRelay:
             return None
         if event == rs.INFILE:
             # Not offered to the server, so not expected; answered with an empty file.
+            if head.stmt is not None and head.stmt.execution is head:
+                head.stmt.execution = None      # changed below: not to be used again
             head.infile = True
             self.server.write(encode(b"", (self._last_server_seq + 1) & 0xFF))
             tracker.start(rs.EXPECT_OK)
