@@ -578,7 +578,8 @@ class MySQLRelay:
             # rewritten in a second; wherever this stops short, the general walk goes on.
             tracker = self.tracker
             watch = head.transform is not None or head.scrub is not None
-            stop, count = rs.skip(tracker, data, 0, len(data), self.columns if watch else None)
+            stop, count = rs.skip(tracker, data, 0, len(data), self.columns if watch else None,
+                                  watch)
             if not count:
                 self._answers(data)
                 return
@@ -592,7 +593,8 @@ class MySQLRelay:
                     out.append(data[:stop])
                     out.append(self._rewritten)
                     run = rows_end
-                    stop, count = rs.skip(tracker, data, rows_end, len(data), self.columns)
+                    stop, count = rs.skip(tracker, data, rows_end, len(data), self.columns,
+                                          True)
                     if count:
                         self._passed(head, count, watch)
             if not tracker.done:
@@ -651,7 +653,9 @@ class MySQLRelay:
             if not head.internal and buf[pos + 3] == self.out_seq:
                 watch = head.transform is not None or head.scrub is not None
                 defs = self.columns if watch else None
-                stop, count = skip(tracker, buf, pos, size, defs)
+                # rows stop the pass while a plan may rewrite them
+                rows = watch and (self.row_plan is not None or not self.planned)
+                stop, count = skip(tracker, buf, pos, size, defs, rows)
                 if count:
                     pos = stop
                     self._passed(head, count, watch)

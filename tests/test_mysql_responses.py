@@ -169,11 +169,11 @@ def _answers(draw: st.DrawFn) -> list[bytes]:
        deprecate=st.booleans(),
        expect=st.sampled_from([rs.EXPECT_RESULT, rs.EXPECT_FETCH, rs.EXPECT_OK,
                                rs.EXPECT_PREPARE]),
-       cursor=st.booleans(), watch=st.booleans(), start=st.integers(0, 6),
-       cut=st.integers(0, 40))
+       cursor=st.booleans(), watch=st.booleans(), rows=st.sampled_from([None, True, False]),
+       start=st.integers(0, 6), cut=st.integers(0, 40))
 def test_the_c_walk_is_the_reference_walk(payloads: list[bytes], deprecate: bool, expect: int,
-                                          cursor: bool, watch: bool, start: int,
-                                          cut: int) -> None:
+                                          cursor: bool, watch: bool, rows: bool | None,
+                                          start: int, cut: int) -> None:
     from protocols.mysql.packets import encode
 
     data = b"".join(encode(p, i + 1) for i, p in enumerate(payloads))
@@ -191,7 +191,7 @@ def test_the_c_walk_is_the_reference_walk(payloads: list[bytes], deprecate: bool
         at = pos
         for _ in range(8):            # as the relay does: again from where it stopped
             try:
-                at2, count = walk(t, data, at, len(data), defs)
+                at2, count = walk(t, data, at, len(data), defs, rows)
             except PacketError as exc:
                 steps.append(("error", str(exc)))
                 break

@@ -4,7 +4,7 @@
  * count, its definitions, rows, a terminator, maybe another result). In Python that walk is
  * the largest part of a short query's cost in the proxy; here it is a loop over bytes. It
  * reads and writes the same tracker attributes as responses.py's reference
- * ResponseTracker.py_skip and stops at the same packets (the tests compare the two).
+ * ResponseTracker.skip and stops at the same packets (the tests compare the two).
  *
  * Sans-IO like the rest of protocols/: bytes in, state out.
  */
@@ -91,11 +91,11 @@ static int set_long(PyObject *obj, PyObject *name, long value)
     return rc;
 }
 
-/* skip(tracker, buf, pos, size, defs) -> (pos, count): see ResponseTracker.py_skip. */
+/* skip(tracker, buf, pos, size, defs[, rows]) -> (pos, count): see ResponseTracker.skip. */
 static PyObject *skip(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "skip(tracker, buf, pos, size, defs)");
+    if (nargs != 5 && nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "skip(tracker, buf, pos, size, defs[, rows])");
         return NULL;
     }
     PyObject *t = args[0], *defs = args[4];
@@ -126,6 +126,11 @@ static PyObject *skip(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (size > view.len || pos < 0)
         size = pos < 0 ? 0 : view.len < size ? view.len : size;
     int watch = defs != Py_None, more = 0, finished = 0, failed = 0;
+    int stop_at_rows = watch;
+    if (nargs == 6 && args[5] != Py_None && (stop_at_rows = PyObject_IsTrue(args[5])) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     long status = -1;           /* -1: not set by this walk */
     Py_ssize_t count = 0;
     while (pos >= 0 && size - pos >= 4) {
@@ -152,7 +157,7 @@ static PyObject *skip(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     break;
                 }
                 fin = ended = 1;
-            } else if (watch) {
+            } else if (stop_at_rows) {
                 break;
             }
         } else if (phase == P_COLUMNS) {

@@ -171,7 +171,7 @@ class ResponseTracker:
         return self._first(payload)
 
     def skip(self, buf: bytes | bytearray, pos: int, size: int,
-             defs: list[bytes] | None = None) -> tuple[int, int]:
+             defs: list[bytes] | None = None, rows: bool | None = None) -> tuple[int, int]:
         """Advance over the whole packets from ``pos`` of an answer, as ``feed`` would,
         without making a payload of each: (where it stopped, how many packets it passed).
         It stops at anything ``feed`` should see (a LOCAL INFILE request, a 16 MiB packet, a
@@ -179,7 +179,8 @@ class ResponseTracker:
 
         With ``defs`` (an answer whose rows are rewritten) the column definitions are
         appended to it, and it also stops before a row, before an ERR, and after the end of
-        each result set, so the caller can plan, rewrite and scrub.
+        each result set, so the caller can plan, rewrite and scrub. ``rows=False`` passes
+        over the rows of such an answer all the same (its plan rewrites nothing).
 
         This is the reference: relays call the module's ``skip``, the same walk in C when
         ``_answers.c`` was built."""
@@ -188,6 +189,7 @@ class ResponseTracker:
             return pos, 0
         deprecate = self.deprecate_eof
         watch = defs is not None
+        stop_at_rows = watch if rows is None else rows
         count = 0
         while size - pos >= 4:
             n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
@@ -205,7 +207,7 @@ class ResponseTracker:
                 elif first == 0xFE and (n < 9 or deprecate):
                     self._finish(self._status_of_terminator(bytes(buf[pos + 4:end])))
                     ended = True
-                elif watch:
+                elif stop_at_rows:
                     break
             elif phase == _COLUMNS:
                 self.column_index += 1
@@ -291,5 +293,5 @@ try:
 except ImportError:   # built without a compiler: the reference walk
     c_skip = None
 
-skip: Callable[[ResponseTracker, bytes | bytearray, int, int, list[bytes] | None],
+skip: Callable[[ResponseTracker, bytes | bytearray, int, int, list[bytes] | None, bool],
                tuple[int, int]] = c_skip or ResponseTracker.skip
