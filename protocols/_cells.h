@@ -68,13 +68,20 @@ static int all_ascii(const unsigned char *v, Py_ssize_t n)
     return !(acc & 0x80);
 }
 
-/* The rewritten cell as a new bytes object, or NULL with no error set when the spec does not
- * apply (the caller then asks Python). The loops are branch-free: this runs for every masked
- * cell of a bulk read. */
-static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t n)
+/* Where a spec's result comes from, measured before it is written: the starred bytes
+ * [from, to) of a partial mask, the '@' of an e-mail address. */
+typedef struct {
+    Py_ssize_t from, to, at;
+} SpecCut;
+
+/* The size of the spec's result for the value v/n, or -1 when the spec does not apply (a
+ * value that is not ASCII: the caller then asks Python). The loops are branch-free: this runs
+ * for every masked cell of a bulk read. */
+static Py_ssize_t spec_size(const Spec *spec, const unsigned char *v, Py_ssize_t n,
+                            SpecCut *cut)
 {
     if (spec->op == SPEC_CONSTANT)
-        return PyBytes_FromStringAndSize(spec->token, spec->token_len);
+        return spec->token_len;
     if (spec->op == SPEC_STAR_ALNUM) {
         Py_ssize_t total = 0;
         unsigned char acc = 0;
@@ -83,7 +90,7 @@ static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t
             total += is_alnum(v[i]);
         }
         if (acc & 0x80)
-            return NULL;
+            return -1;
         long first = spec->keep_first, last = spec->keep_last;
         if (first < 0)
             first = 0;
@@ -94,7 +101,6 @@ static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t
         Py_ssize_t kept_first = first < total ? first : total;
         Py_ssize_t last_from = total - last > 0 ? total - last : 0;
         Py_ssize_t kept = kept_first + (total - (last_from > kept_first ? last_from : kept_first));
-        /* bytes [from, to) have their letters and digits starred; before and after, kept */
         Py_ssize_t from = 0, to = n;
         if (!(total > 0 && kept >= total)) {
             for (Py_ssize_t c = 0; c < kept_first; from++)
@@ -102,38 +108,75 @@ static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t
             for (Py_ssize_t c = 0, want = total - last_from; c < want;)
                 c += is_alnum(v[--to]);
         }
-        PyObject *out = PyBytes_FromStringAndSize(NULL, n);
-        if (out == NULL)
-            return NULL;
-        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-        memcpy(o, v, (size_t)from);
-        for (Py_ssize_t i = from; i < to; i++)
-            o[i] = is_alnum(v[i]) ? '*' : v[i];
-        memcpy(o + to, v + to, (size_t)(n - to));
-        return out;
+        cut->from = from;
+        cut->to = to;
+        return n;
     }
-    if (!all_ascii(v, n))
-        return NULL;
     if (spec->op == SPEC_EMAIL) {
+        if (!all_ascii(v, n))
+            return -1;
         Py_ssize_t at = -1;
         for (Py_ssize_t i = n - 1; i >= 0; i--)
             if (v[i] == '@') {
                 at = i;
                 break;
             }
+        cut->at = at;
         if (at <= 0 || at == n - 1)
-            return PyBytes_FromStringAndSize(spec->token, spec->token_len);
-        Py_ssize_t domain = n - at - 1;
-        PyObject *out = PyBytes_FromStringAndSize(NULL, 5 + domain);
-        if (out == NULL)
-            return NULL;
-        char *o = PyBytes_AS_STRING(out);
-        o[0] = (char)v[0];
-        memcpy(o + 1, "***@", 4);
-        memcpy(o + 5, v + at + 1, (size_t)domain);
-        return out;
+            return spec->token_len;
+        return 5 + (n - at - 1);
     }
-    return NULL;
+    return -1;
+}
+
+/* The spec's result into dst, which has the room spec_size said. */
+static void spec_write(const Spec *spec, const unsigned char *restrict v, Py_ssize_t n,
+                       const SpecCut *cut, unsigned char *restrict dst)
+{
+    if (spec->op == SPEC_STAR_ALNUM) {
+        Py_ssize_t from = cut->from, to = cut->to;
+        memcpy(dst, v, (size_t)from);
+        for (Py_ssize_t i = from; i < to; i++)
+            dst[i] = is_alnum(v[i]) ? '*' : v[i];
+        memcpy(dst + to, v + to, (size_t)(n - to));
+    } else if (spec->op == SPEC_EMAIL && !(cut->at <= 0 || cut->at == n - 1)) {
+        dst[0] = v[0];
+        memcpy(dst + 1, "***@", 4);
+        memcpy(dst + 5, v + cut->at + 1, (size_t)(n - cut->at - 1));
+    } else {
+        memcpy(dst, spec->token, (size_t)spec->token_len);
+    }
+}
+
+/* The rewritten cell as a new bytes object, or NULL with no error set when the spec does not
+ * apply (the caller then asks Python). */
+static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t n)
+{
+    SpecCut cut;
+    Py_ssize_t size = spec_size(spec, v, n, &cut);
+    if (size < 0)
+        return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out != NULL)
+        spec_write(spec, v, n, &cut, (unsigned char *)PyBytes_AS_STRING(out));
+    return out;
+}
+
+/* The spec's result for the value v/n written to `o` behind its length prefix (`prefix`
+ * puts one for a size): 1 when written, 0 when the spec does not apply or its result is
+ * longer than `limit` (limit > 0), -1 on error. Spares a bytes object per cell. */
+static inline int spec_into(Out *o, const Spec *spec, const unsigned char *v, Py_ssize_t n,
+                     Py_ssize_t limit, int (*prefix)(Out *, Py_ssize_t))
+{
+    SpecCut cut;
+    Py_ssize_t size = spec_size(spec, v, n, &cut);
+    if (size < 0 || (limit > 0 && size > limit))
+        return 0;
+    if (prefix(o, size) < 0 || out_reserve(o, size) < 0)
+        return -1;
+    spec_write(spec, v, n, &cut, o->buf + o->len);
+    o->len += size;
+    return 1;
 }
 
 static int read_spec(PyObject *obj, Spec *spec)

@@ -124,6 +124,21 @@ static int text_row(Walk *w, const unsigned char *row, Py_ssize_t n)
             bad("text row: value past the end of the packet");
             return -1;
         }
+        if (w->index[k] == i && length >= 0 && w->spec[k].op != SPEC_NONE) {
+            /* a byte spec writes the new value straight into the output */
+            if (out_put(&w->o, copied, cell - copied) < 0)
+                return -1;
+            copied = cell;
+            int done = spec_into(&w->o, &w->spec[k], value, (Py_ssize_t)length, w->limit[k],
+                                 put_lenenc);
+            if (done < 0)
+                return -1;
+            if (done) {
+                copied = cell = cell_end;
+                k++;
+                continue;
+            }
+        }
         if (w->index[k] == i) {
             PyObject *got = planned_cell(w, k, value, length < 0 ? -1 : (Py_ssize_t)length);
             if (got == NULL)
@@ -214,6 +229,21 @@ static int binary_row(Walk *w, const unsigned char *row, Py_ssize_t n)
             if (cell_end > row_end) {
                 bad("binary row: value past the end of the packet");
                 return -1;
+            }
+        }
+        if (w->index[k] == i && vlen >= 0 && !width && !temporal(type)
+            && w->spec[k].op != SPEC_NONE) {
+            /* a byte spec writes the new value straight into the output */
+            if (out_put(&w->o, copied, cell - copied) < 0)
+                return -1;
+            copied = cell;
+            int done = spec_into(&w->o, &w->spec[k], value, vlen, w->limit[k], put_lenenc);
+            if (done < 0)
+                return -1;
+            if (done) {
+                copied = cell = cell_end;
+                k++;
+                continue;
             }
         }
         if (w->index[k] == i) {
