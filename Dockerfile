@@ -2,7 +2,8 @@
 # 3307 (MySQL/MariaDB).
 # Inside a container the listener must bind all interfaces: listen = "0.0.0.0:6432".
 
-# Build stage: a C compiler for the DataRow walk of masked results (protocols/postgres/_rows.c).
+# Build stage: a C compiler for the row walks of masked results and the walk over MySQL answers
+# (protocols/postgres/_rows.c, protocols/mysql/_rows.c and _answers.c).
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 # hadolint ignore=DL3008
