@@ -97,6 +97,7 @@ class _Prepared:
     plan: dict[int, Callable[[bytes | None], bytes | None]] = field(default_factory=dict)
     defs: list[bytes] = field(default_factory=list)   # the column definitions planned for
     row_plan: RowPlan | None = None
+    type_bytes: bytes = b""
     execution: _Pending | None = None   # what its plain executions wait as, made once
 
 
@@ -548,7 +549,7 @@ class MySQLRelay:
             self._next_result()
             if head.expect == rs.EXPECT_FETCH and head.stmt is not None:
                 self.types = head.stmt.types
-                self.type_bytes = bytes(self.types)
+                self.type_bytes = head.stmt.type_bytes
                 self.plan = head.stmt.plan
                 self.row_plan = head.stmt.row_plan
             return
@@ -599,13 +600,17 @@ class MySQLRelay:
                         self._passed(head, count, watch)
             if not tracker.done:
                 self._answers(data, stop, run, out)
-            elif stop < len(data) or out:
+            elif stop < len(data):
                 self._answered(head, out, data, run, stop)
                 if not self.closed:
                     self._answers(data, stop, stop, out)
-            else:
+            else:                     # the answer ends the chunk: it goes out in one write
                 pending.popleft()
-                self.bytes_down += stop
+                if out:
+                    if run < stop:
+                        out.append(data[run:stop])
+                    data = b"".join(out)
+                self.bytes_down += len(data)
                 self.client.write(data)
                 if self.on_idle is not None:
                     self.on_idle()
@@ -865,7 +870,7 @@ class MySQLRelay:
         stmt = head.stmt
         if stmt is not None and stmt.defs == defs:
             self.types, self.plan, self.row_plan = stmt.types, stmt.plan, stmt.row_plan
-            self.type_bytes = bytes(self.types)
+            self.type_bytes = stmt.type_bytes
             return
         columns = []
         for i, raw in enumerate(defs):
@@ -878,7 +883,7 @@ class MySQLRelay:
         self.type_bytes = bytes(self.types)
         if stmt is not None:
             stmt.defs, stmt.types, stmt.plan = list(defs), self.types, self.plan
-            stmt.row_plan = self.row_plan
+            stmt.row_plan, stmt.type_bytes = self.row_plan, self.type_bytes
 
 
 def _packets(size: int) -> int:
