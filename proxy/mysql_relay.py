@@ -567,7 +567,8 @@ class MySQLRelay:
                 self._answers(self.sbuf)
                 return
             pending = self.pending
-            if len(pending) != 1 or len(data) < 4 or data[3] != self.out_seq:
+            size = len(data)
+            if len(pending) != 1 or size < 4 or data[3] != self.out_seq:
                 self._answers(data)   # answers that end in the chunk: passed on without a copy
                 return
             head = pending[0]
@@ -579,7 +580,7 @@ class MySQLRelay:
             # rewritten in a second; wherever this stops short, the general walk goes on.
             tracker = self.tracker
             watch = head.transform is not None or head.scrub is not None
-            stop, count = rs.skip(tracker, data, 0, len(data), self.columns if watch else None,
+            stop, count = rs.skip(tracker, data, 0, size, self.columns if watch else None,
                                   watch)
             if not count:
                 self._answers(data)
@@ -594,13 +595,13 @@ class MySQLRelay:
                     out.append(data[:stop])
                     out.append(self._rewritten)
                     run = rows_end
-                    stop, count = rs.skip(tracker, data, rows_end, len(data), self.columns,
+                    stop, count = rs.skip(tracker, data, rows_end, size, self.columns,
                                           True)
                     if count:
                         self._passed(head, count, watch)
             if not tracker.done:
                 self._answers(data, stop, run, out)
-            elif stop < len(data):
+            elif stop < size:
                 self._answered(head, out, data, run, stop)
                 if not self.closed:
                     self._answers(data, stop, stop, out)
