@@ -166,7 +166,7 @@ static PyObject *apply_spec(const Spec *spec, const unsigned char *v, Py_ssize_t
  * puts one for a size): 1 when written, 0 when the spec does not apply or its result is
  * longer than `limit` (limit > 0), -1 on error. Spares a bytes object per cell. */
 static inline int spec_into(Out *o, const Spec *spec, const unsigned char *v, Py_ssize_t n,
-                     Py_ssize_t limit, int (*prefix)(Out *, Py_ssize_t))
+                            Py_ssize_t limit, int (*prefix)(Out *, Py_ssize_t))
 {
     SpecCut cut;
     Py_ssize_t size = spec_size(spec, v, n, &cut);
