@@ -106,6 +106,18 @@ static PyObject *planned_cell(Walk *w, Py_ssize_t k, const unsigned char *value,
                         PyTuple_GET_ITEM(w->rewrites, k), w->limit[k]);
 }
 
+/* A length-encoded cell the k-th plan entry's byte spec can rewrite: the bytes before it
+ * (from *copied) and its new value go straight into the output. 1 when written (*copied then
+ * points at the cell), 0 when the spec does not apply (the callable decides), -1 on error. */
+static int spec_cell(Walk *w, Py_ssize_t k, const unsigned char **copied,
+                     const unsigned char *cell, const unsigned char *value, Py_ssize_t vlen)
+{
+    if (out_put(&w->o, *copied, cell - *copied) < 0)
+        return -1;
+    *copied = cell;
+    return spec_into(&w->o, &w->spec[k], value, vlen, w->limit[k], put_lenenc);
+}
+
 /* A text row: length-encoded cells, 0xFB for NULL. Appends the rewritten payload. */
 static int text_row(Walk *w, const unsigned char *row, Py_ssize_t n)
 {
@@ -125,12 +137,7 @@ static int text_row(Walk *w, const unsigned char *row, Py_ssize_t n)
             return -1;
         }
         if (w->index[k] == i && length >= 0 && w->spec[k].op != SPEC_NONE) {
-            /* a byte spec writes the new value straight into the output */
-            if (out_put(&w->o, copied, cell - copied) < 0)
-                return -1;
-            copied = cell;
-            int done = spec_into(&w->o, &w->spec[k], value, (Py_ssize_t)length, w->limit[k],
-                                 put_lenenc);
+            int done = spec_cell(w, k, &copied, cell, value, (Py_ssize_t)length);
             if (done < 0)
                 return -1;
             if (done) {
@@ -233,11 +240,7 @@ static int binary_row(Walk *w, const unsigned char *row, Py_ssize_t n)
         }
         if (w->index[k] == i && vlen >= 0 && !width && !temporal(type)
             && w->spec[k].op != SPEC_NONE) {
-            /* a byte spec writes the new value straight into the output */
-            if (out_put(&w->o, copied, cell - copied) < 0)
-                return -1;
-            copied = cell;
-            int done = spec_into(&w->o, &w->spec[k], value, vlen, w->limit[k], put_lenenc);
+            int done = spec_cell(w, k, &copied, cell, value, vlen);
             if (done < 0)
                 return -1;
             if (done) {
